@@ -1,0 +1,114 @@
+"""The engine process: pin, load the models once, then serve requests from the gateway's pipe.
+
+Started by the gateway with the spawn context (never forked from a process holding a model
+or CUDA). One request at a time; the gateway never sends a second before the reply.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+
+from shared import messages as m
+
+
+def _pin(settings: m.EngineSettings) -> None:
+    if settings.cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, settings.cores)
+    # Keep every numeric library inside the engine's share of the machine.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(settings.threads)
+
+
+class Engine:
+    def __init__(self, conn: Connection, settings: m.EngineSettings) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.models: dict = {}
+        self.stopping = False
+
+    def send(self, reply: m.Reply) -> None:
+        self.conn.send_bytes(m.encode(reply))
+
+    def load(self) -> None:
+        from engine import asr
+
+        started = time.perf_counter()
+        s = self.settings
+        infos = []
+        for name, source in s.models.items():
+            model = asr.load_model(source, s.device, s.device_index, s.compute_type, s.threads)
+            self.models[name] = model
+            infos.append(asr.model_info(name, source, model))
+        self.send(
+            m.Ready(
+                engine=s.index,
+                pid=os.getpid(),
+                device=s.device if s.device == "cpu" else f"{s.device}:{s.device_index}",
+                compute_type=s.compute_type,
+                threads=s.threads,
+                cores=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
+                models=infos,
+                load_seconds=time.perf_counter() - started,
+            )
+        )
+
+    def cancelled(self, job_id: str) -> bool:
+        """Between decoding windows: did the gateway cancel this job (or ask us to stop)?"""
+        while self.conn.poll():
+            message = m.decode_request(self.conn.recv_bytes())
+            if isinstance(message, m.Stop):
+                self.stopping = True
+                return True
+            if isinstance(message, m.Cancel) and message.job_id == job_id:
+                return True
+        return False
+
+    def handle(self, request: m.Decode | m.Transcribe) -> m.Reply:
+        from engine import asr
+
+        try:
+            if isinstance(request, m.Decode):
+                return asr.decode(request)
+            model = self.models[request.model]
+            return asr.transcribe(model, request, lambda: self.cancelled(request.job_id))
+        except asr.Cancelled:
+            return m.Failed(job_id=request.job_id, reason="cancelled")
+        except asr.JobAudioError as exc:
+            return m.Failed(job_id=request.job_id, reason=str(exc))
+        except Exception as exc:  # the job fails, the engine lives on
+            traceback.print_exc(file=sys.stderr)
+            return m.Failed(job_id=request.job_id, reason=f"{type(exc).__name__}: {exc}")
+
+    def serve(self) -> None:
+        while not self.stopping:
+            try:
+                request = m.decode_request(self.conn.recv_bytes())
+            except EOFError:  # the gateway is gone
+                return
+            if isinstance(request, m.Stop):
+                return
+            if isinstance(request, m.Cancel):  # arrived after its request finished
+                continue
+            self.send(self.handle(request))
+
+
+def run(conn: Connection, settings_bytes: bytes) -> None:
+    """Process entry point (a module-level function, so spawn can pickle it)."""
+    settings = m.decode_settings(settings_bytes)
+    # The gateway handles Ctrl-C and SIGTERM and tells engines to stop over the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _pin(settings)
+    engine = Engine(conn, settings)
+    try:
+        engine.load()
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        engine.send(m.LoadFailed(engine=settings.index, reason=f"{type(exc).__name__}: {exc}"))
+        sys.exit(1)
+    engine.serve()
+

@@ -1,0 +1,210 @@
+"""HTTP routes: the v2 job API and the worker's health endpoints (api-reference §4)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import PurePosixPath, PureWindowsPath
+
+import msgspec
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from gateway.admission import Busy
+from gateway.errors import ApiError, bad_request, error_response, json_response
+from gateway.jobconfig import parse_config, parse_processing_data
+from gateway.jobs import DELETED, DONE, REJECTED, Job, JobDetails, iso_ms, new_job_id
+from gateway.outputs import JobFolder
+from gateway.worker import Worker
+
+TRANSCRIPT_FORMATS = {None: "json", "json": "json", "json-v2": "json", "json_v2": "json",
+                      "txt": "txt", "srt": "srt"}
+TEXT = "text/plain; charset=utf-8"
+
+
+class Created(msgspec.Struct):
+    id: str
+    created_at: str
+
+
+class JobEnvelope(msgspec.Struct):
+    job: JobDetails
+
+
+class JobList(msgspec.Struct):
+    jobs: list[JobDetails]
+
+
+class ActiveJob(msgspec.Struct):
+    job_id: str
+    parallel_engines: int
+
+
+class Capacity(msgspec.Struct):
+    active_jobs: list[ActiveJob]
+    max_engines: int
+    unused_engines: int
+
+
+def _worker(request: Request) -> Worker:
+    return request.app.state.worker
+
+
+def _data_name(filename: str | None) -> str:
+    """Only the base name of what the client called the file, for display; never a path."""
+    name = PureWindowsPath(PurePosixPath(filename or "").name).name
+    return "".join(ch for ch in name if ch.isprintable())[:255]
+
+
+async def _text_field(value: str | UploadFile) -> str:
+    if isinstance(value, str):
+        return value
+    data = await value.read()  # a config sent as a file part
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("config is not valid UTF-8 text", error="Job rejected") from None
+
+
+async def create_job(request: Request) -> Response:
+    worker = _worker(request)
+    processing = parse_processing_data(request.headers.get("x-sm-processing-data"))
+    # Reserve engines first, so a busy server refuses before reading a large upload.
+    job_id = new_job_id()
+    try:
+        slots = worker.reserve(job_id, processing)
+    except Busy as exc:
+        return error_response(503, "Server busy", str(exc))
+    started = False
+    try:
+        form = await request.form(max_files=8, max_fields=32)
+        try:
+            if "config" not in form:
+                raise bad_request("the multipart field 'config' is missing", error="Job rejected")
+            config_text = await _text_field(form["config"])
+            parsed = parse_config(config_text)
+            data_file = form.get("data_file")
+            if not isinstance(data_file, UploadFile):
+                if parsed.config.fetch_data is not None and data_file is None:
+                    raise ApiError(400, "Not Implemented",
+                                   "fetch_data is not supported by this worker yet; upload data_file")
+                raise bad_request("the multipart field 'data_file' (an uploaded file) is missing",
+                                  error="Missing data_file")
+            job = Job(job_id, parsed, _data_name(data_file.filename), processing.engines, processing.user_id)
+            await worker.start_job(job, slots, config_text, data_file.file)
+            started = True
+        finally:
+            await form.close()
+    finally:
+        if not started:
+            worker.admission.release(job_id)
+    return json_response(Created(id=job.id, created_at=iso_ms(job.created)), 201)
+
+
+def _query_time(request: Request, name: str) -> datetime | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(422, "Unprocessable Entity", f"{name} must be an ISO-8601 timestamp") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+async def list_jobs(request: Request) -> Response:
+    raw_limit = request.query_params.get("limit", "100")
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise ApiError(422, "Unprocessable Entity", f"limit must be an integer from 1 to 100, got {raw_limit!r}")
+    jobs = _worker(request).table.listing(
+        limit, _query_time(request, "created_before"), _query_time(request, "created_after")
+    )
+    return json_response(JobList(jobs=[j.details() for j in jobs]))
+
+
+def _job(request: Request) -> Job:
+    return _worker(request).table.get(request.path_params["job_id"])
+
+
+async def get_job(request: Request) -> Response:
+    return json_response(JobEnvelope(job=_job(request).details()))
+
+
+async def get_transcript(request: Request) -> Response:
+    job = _job(request)
+    requested = request.query_params.get("format")
+    fmt = TRANSCRIPT_FORMATS.get(requested)
+    if fmt is None:
+        raise ApiError(404, "Format Not Supported",
+                       f"unsupported format {requested!r}: use json-v2, json, txt or srt")
+    if job.status == DELETED:
+        raise ApiError(410, "File Expired", f"job {job.id} was deleted")
+    if job.status == REJECTED:
+        raise ApiError(404, "Job rejected",
+                       f"job {job.id} was rejected: " + "; ".join(e.message for e in job.errors))
+    if job.status != DONE:
+        raise ApiError(404, "Transcription not ready",
+                       f"job {job.id} is not finished (status {job.status}, request_id {job.id})")
+    path = JobFolder(_worker(request).root, job.id).transcript(fmt)
+    media = "application/json" if fmt == "json" else TEXT
+    return FileResponse(path, media_type=media)
+
+
+async def get_log(request: Request) -> Response:
+    job = _job(request)
+    if job.status == DELETED:
+        raise ApiError(410, "File Expired", f"job {job.id} was deleted")
+    path = JobFolder(_worker(request).root, job.id).log
+    if not path.is_file():
+        raise ApiError(404, "Log file not available", f"Log for job ID {job.id} not found")
+    return FileResponse(path, media_type=TEXT)
+
+
+async def delete_job(request: Request) -> Response:
+    force_text = request.query_params.get("force", "false").lower()
+    if force_text not in ("true", "false", "1", "0"):
+        raise ApiError(422, "Unprocessable Entity", "force must be true or false")
+    job = await _worker(request).delete(_job(request), force=force_text in ("true", "1"))
+    return json_response(JobEnvelope(job=job.details()))
+
+
+async def capacity(request: Request) -> Response:
+    admission = _worker(request).admission
+    return json_response(
+        Capacity(
+            active_jobs=[ActiveJob(job_id=j, parallel_engines=k) for j, k in admission.active().items()],
+            max_engines=admission.total,
+            unused_engines=admission.unused,
+        )
+    )
+
+
+async def live(request: Request) -> Response:
+    failing = _worker(request).pool.failing()
+    if failing:
+        return json_response({"live": False, "reason": "; ".join(failing)}, 503)
+    return json_response({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    worker = _worker(request)
+    ok = worker.ready
+    return json_response({"ready": ok, "engines_used": worker.admission.in_use}, 200 if ok else 503)
+
+
+routes = [
+    Route("/v2/jobs", create_job, methods=["POST"]),
+    Route("/v2/jobs", list_jobs, methods=["GET"]),
+    Route("/v2/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/v2/jobs/{job_id}", delete_job, methods=["DELETE"]),
+    Route("/v2/jobs/{job_id}/transcript", get_transcript, methods=["GET"]),
+    Route("/v2/jobs/{job_id}/log", get_log, methods=["GET"]),
+    Route("/jobs", capacity, methods=["GET"]),
+    Route("/live", live, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+]

@@ -1,0 +1,31 @@
+"""The Starlette application: routes, JSON errors, and the worker's life in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from gateway.api import routes
+from gateway.errors import ApiError, handle_api_error, handle_http_exception
+from gateway.worker import Worker
+
+
+def create_app(worker: Worker) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await worker.start()
+        try:
+            yield
+        finally:
+            await worker.stop()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+    )
+    app.state.worker = worker
+    return app

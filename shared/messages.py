@@ -1,0 +1,144 @@
+"""The gateway <-> engine contract: msgspec structs sent as msgpack over one Pipe per engine.
+
+Audio never travels through the pipe: requests carry a path and a sample range into the
+16 kHz mono float32 file the engine wrote when it decoded the job's upload.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+SAMPLE_RATE = 16000
+
+
+class Word(msgspec.Struct, array_like=True, frozen=True):
+    """One recognised word, times in seconds on the job's original timeline."""
+
+    start: float
+    end: float
+    text: str  # as the model wrote it, punctuation still attached
+    probability: float
+
+
+class ModelInfo(msgspec.Struct, frozen=True):
+    name: str  # "standard" | "enhanced"
+    source: str  # path or hub name it was loaded from
+    multilingual: bool
+    languages: list[str]
+
+
+class EngineSettings(msgspec.Struct, frozen=True):
+    """Everything an engine process needs to start; handed to it at spawn."""
+
+    index: int
+    device: str  # "cpu" | "cuda"
+    device_index: int
+    compute_type: str
+    threads: int
+    cores: list[int]  # CPU cores to pin to; empty: no pinning
+    models: dict[str, str]  # "standard"/"enhanced" -> local folder or hub name
+
+
+# ---- gateway -> engine ---------------------------------------------------------------
+
+
+class Decode(msgspec.Struct, tag=True):
+    """Decode an upload (any container PyAV reads) into 16 kHz mono float32 samples."""
+
+    job_id: str
+    source_path: str
+    audio_path: str  # where to write the raw float32 samples
+    max_seconds: float
+
+
+class Transcribe(msgspec.Struct, tag=True):
+    """Transcribe samples [start_sample, end_sample) of a decoded file."""
+
+    job_id: str
+    segment: int
+    audio_path: str
+    start_sample: int
+    end_sample: int
+    model: str  # "standard" | "enhanced"
+    language: str | None  # None: let Whisper detect
+    beam_size: int = 5
+    vad_filter: bool = True
+
+
+class Cancel(msgspec.Struct, tag=True):
+    """Abandon the job's request in progress (checked between decoded windows)."""
+
+    job_id: str
+
+
+class Stop(msgspec.Struct, tag=True):
+    pass
+
+
+Request = Decode | Transcribe | Cancel | Stop
+
+
+# ---- engine -> gateway ---------------------------------------------------------------
+
+
+class Ready(msgspec.Struct, tag=True):
+    engine: int
+    pid: int
+    device: str
+    compute_type: str
+    threads: int
+    cores: list[int]
+    models: list[ModelInfo]
+    load_seconds: float
+
+
+class LoadFailed(msgspec.Struct, tag=True):
+    engine: int
+    reason: str
+
+
+class Decoded(msgspec.Struct, tag=True):
+    job_id: str
+    samples: int
+    duration: float
+    seconds: float  # time spent decoding
+
+
+class Transcribed(msgspec.Struct, tag=True):
+    job_id: str
+    segment: int
+    words: list[Word]
+    language: str
+    language_probability: float
+    audio_seconds: float
+    seconds: float  # time spent transcribing
+
+
+class Failed(msgspec.Struct, tag=True):
+    """A request failed for a reason that belongs to the job (bad audio, ...)."""
+
+    job_id: str
+    reason: str
+
+
+Reply = Ready | LoadFailed | Decoded | Transcribed | Failed
+
+_request_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(Request)
+_reply_decoder = msgspec.msgpack.Decoder(Reply)
+
+
+def encode(message: Request | Reply) -> bytes:
+    return _request_encoder.encode(message)
+
+
+def decode_request(data: bytes) -> Request:
+    return _request_decoder.decode(data)
+
+
+def decode_reply(data: bytes) -> Reply:
+    return _reply_decoder.decode(data)
+
+
+def decode_settings(data: bytes) -> EngineSettings:
+    return msgspec.msgpack.decode(data, type=EngineSettings)
