@@ -18,7 +18,9 @@ FINISHED = (DONE, REJECTED, DELETED)
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    """UTC now at millisecond precision: what the API shows is what filters compare."""
+    t = datetime.now(timezone.utc)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 def iso_ms(t: datetime) -> str:

@@ -121,7 +121,7 @@ class Runner:
     async def _run(self, job: Job, folder: JobFolder, job_log: JobLog, engines: list[EngineHandle]) -> None:
         engine = engines[0]
         job_log(f"engines {[e.index for e in engines]} reserved "
-                f"(parallel_engines={job.engines}); engine {engine.index} runs the job")
+                f"(parallel_engines={job.engines}); engine {engine.index} (pid {engine.pid}) runs the job")
         if not engine.ready.is_set():
             job_log(f"waiting for engine {engine.index} to load its models")
         decoded = await engine.call(

@@ -1,0 +1,41 @@
+# Chorus: `make run` installs and serves on the embedded models; `make test` installs and tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 18000
+PARALLEL ?= 2
+OUTPUT ?= ./jobs
+
+.PHONY: install install-test run test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+
+# Pinned: direct dependencies in pyproject.toml, everything else in constraints.txt.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	$(BIN)/chorus prepare-models
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/chorus serve --run-mode http --parallel $(PARALLEL) --all-formats $(OUTPUT) --port $(PORT)
+
+# pytest exits 5 when it collects no test: that is a failure here, never a silent pass.
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: install-test
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

@@ -1,0 +1,72 @@
+"""The official `speechmatics-batch` client, unchanged, against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from speechmatics.batch import AsyncClient, Client, FormatType, JobStatus, TranscriptionConfig
+
+from conftest import wer
+
+
+def test_async_client_seed_example(idle_server, speech):
+    """The seed's example: AsyncClient(url=.../v2, api_key=...).transcribe(parallel_engines=...)."""
+    audio, reference = speech
+
+    async def main():
+        client = AsyncClient(url=f"{idle_server.url}/v2", api_key="x")
+        try:
+            result = await client.transcribe(str(audio), parallel_engines=1, user_id="MY_USER_ID")
+            jobs = await client.list_jobs(limit=5)
+            return result, jobs
+        finally:
+            await client.close()
+
+    result, jobs = asyncio.run(main())
+    assert wer(reference, result.transcript_text) <= 0.1, result.transcript_text
+    assert result.job.data_name == audio.name
+    assert jobs and all(j.status in (JobStatus.RUNNING, JobStatus.DONE) for j in jobs)
+
+
+def test_async_client_every_call(idle_server, speech):
+    audio, reference = speech
+
+    async def main():
+        async with AsyncClient(url=f"{idle_server.url}/v2", api_key="x") as client:
+            job = await client.submit_job(
+                str(audio), transcription_config=TranscriptionConfig(language="en", model="standard")
+            )
+            info = await client.get_job_info(job.id)
+            assert info.id == job.id and info.status in (JobStatus.RUNNING, JobStatus.DONE)
+            result = await client.wait_for_completion(job.id)
+            txt = await client.get_transcript(job.id, format_type=FormatType.TXT)
+            srt = await client.get_transcript(job.id, format_type=FormatType.SRT)
+            listed = await client.list_jobs(limit=100)
+            await client.delete_job(job.id)
+            deleted = await client.get_job_info(job.id)
+            return job, result, txt, srt, listed, deleted
+
+    job, result, txt, srt, listed, deleted = asyncio.run(main())
+    assert wer(reference, result.transcript_text) <= 0.1
+    assert wer(reference, txt) <= 0.1
+    assert srt.startswith("1\n00:00:0")
+    assert job.id in [j.id for j in listed]
+    assert deleted.status == JobStatus.DELETED
+
+
+def test_sync_client_every_call(idle_server, speech):
+    audio, reference = speech
+    with Client(url=f"{idle_server.url}/v2", api_key="any-key") as client:
+        result = client.transcribe(str(audio), parallel_engines=2)  # the SDK default: enhanced
+        assert wer(reference, result.transcript_text) <= 0.1, result.transcript_text
+        job = client.submit_job(str(audio))
+        assert client.get_job_info(job.id).id == job.id
+        client.wait_for_completion(job.id)
+        assert wer(reference, client.get_transcript(job.id, format_type=FormatType.TXT)) <= 0.1
+        srt = client.get_transcript(job.id, format_type=FormatType.SRT)
+        assert " --> " in srt
+        transcript = client.get_transcript(job.id)
+        assert transcript.metadata.language_pack_info["word_delimiter"] == " "
+        assert [j.id for j in client.list_jobs(limit=2)][:1] == [job.id]
+        client.delete_job(job.id)
+        assert client.get_job_info(job.id).status == JobStatus.DELETED

@@ -1,0 +1,123 @@
+"""The worker as a process: flags, environment, supervision of engines, job history."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from chorus_server import ROOT, ChorusServer, free_port, text
+from conftest import wer
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+def test_bad_parallel_exits_2_with_a_clear_message(value, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--parallel", value, "--all-formats", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid check_parallel value" in result.stderr
+
+
+def test_run_mode_other_than_http_is_refused(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--run-mode", "batch"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--run-mode" in result.stderr
+
+
+def engine_pids(server: ChorusServer) -> set[int]:
+    """The gateway's spawned engine processes (not multiprocessing's resource tracker)."""
+    return {p.pid for p in psutil.Process(server.process.pid).children()
+            if any("spawn_main" in part for part in p.cmdline())}
+
+
+@pytest.fixture
+def own_server(tmp_path, corpus):
+    servers = []
+
+    def start(**kwargs) -> ChorusServer:
+        srv = ChorusServer(tmp_path / f"jobs{len(servers)}", **kwargs)
+        servers.append(srv)
+        srv.wait_ready()
+        return srv
+
+    yield start
+    for srv in servers:
+        assert srv.stop() == 0, srv.log()
+
+
+def _engine_pid(server: ChorusServer, job_id: str) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = re.search(r"engine \d \(pid (\d+)\) runs the job", server.http.get(f"/v2/jobs/{job_id}/log").text)
+        if found:
+            return int(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError("no engine pid in the job log")
+
+
+def test_engine_killed_mid_job_is_noticed_and_replaced(own_server, long_speech, speech):
+    server = own_server(parallel=2)
+    engines_before = engine_pids(server)
+    assert len(engines_before) == 2
+    audio, _ = long_speech
+    config = {"type": "transcription", "transcription_config": {"language": "en", "model": "enhanced"}}
+    job_id = server.submit(audio, config).json()["id"]
+    pid = _engine_pid(server, job_id)
+    assert pid in engines_before
+    time.sleep(1.0)  # let it get into decoding
+    os.kill(pid, signal.SIGKILL)
+
+    job = server.wait(job_id, timeout=60)
+    assert job["status"] == "rejected"
+    assert re.search(r"engine \d died \(killed by signal 9\)", job["errors"][0]["message"]), job
+    assert "died" in server.http.get(f"/v2/jobs/{job_id}/log").text
+    assert server.http.get("/jobs").json()["unused_engines"] == 2  # capacity exact at once
+
+    server.wait_ready()
+    assert server.http.get("/live").json() == {"live": True}
+    engines_after = engine_pids(server)
+    assert len(engines_after) == 2 and pid not in engines_after
+    # Both engines serve again: two jobs at once.
+    first, second = server.submit(speech[0]), server.submit(speech[0])
+    assert first.status_code == second.status_code == 201
+    for response in (first, second):
+        done = server.wait(response.json()["id"])
+        assert done["status"] == "done"
+        transcript = server.http.get(f"/v2/jobs/{done['id']}/transcript").json()
+        assert wer(speech[1], text(transcript)) <= 0.1
+
+
+def test_port_from_environment_and_bounded_job_history(own_server, speech):
+    port = free_port()
+    server = own_server(parallel=1, port=port,
+                        env={"SM_BATCH_WORKER_LISTEN_PORT": str(port), "SM_BATCH_WORKER_MAX_JOB_HISTORY": "2"})
+    ids = []
+    for _ in range(3):
+        ids.append(server.submit(speech[0]).json()["id"])
+        assert server.wait(ids[-1])["status"] == "done"
+    expired = server.http.get(f"/v2/jobs/{ids[0]}")
+    assert expired.status_code == 410 and expired.json()["error"] == "Job Expired"
+    assert server.http.get(f"/v2/jobs/{ids[0]}/transcript").status_code == 410
+    assert [j["id"] for j in server.http.get("/v2/jobs").json()["jobs"]] == ids[:0:-1]
+    deadline = time.monotonic() + 10
+    while (server.output / ids[0]).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (server.output / ids[0]).exists()
+    assert (server.output / ids[2] / "transcript.json").exists()
+
+
+def test_sigterm_stops_the_worker_and_its_engines(tmp_path, corpus):
+    server = ChorusServer(tmp_path / "jobs", parallel=2)
+    server.wait_ready()
+    engines = [psutil.Process(pid) for pid in engine_pids(server)]
+    assert len(engines) == 2 and server.stop() == 0
+    gone, alive = psutil.wait_procs(engines, timeout=15)
+    assert not alive

@@ -1,0 +1,165 @@
+"""Real speech for the tests, fetched at set-up into a cache folder (no audio is committed).
+
+- Debian `pocketsphinx-testdata`: LibriVox clips with their transcripts.
+- Debian `asterisk-core-sounds-{en,fr}-g722` + `asterisk-core-sounds-{en,fr}`: studio prompts
+  as raw G.722 at 16 kHz, with a `name: text` list.
+- The two-speaker call `sample.wav` (+ `sample.stm`) inside the pyannote.audio wheel.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import wave
+import zipfile
+from functools import cache
+from pathlib import Path
+
+import av
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("CHORUS_TEST_CACHE", ROOT / ".cache" / "testdata"))
+DEBS = [
+    "pocketsphinx-testdata",
+    "asterisk-core-sounds-en-g722",
+    "asterisk-core-sounds-en",
+    "asterisk-core-sounds-fr-g722",
+    "asterisk-core-sounds-fr",
+]
+PYANNOTE_WHEEL = "pyannote.audio==4.0.7"
+RATE = 16000
+
+
+def _run(cmd: list[str], cwd: Path) -> bool:
+    return subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode == 0
+
+
+def fetch() -> Path:
+    """Download and unpack the Debian packages and the wheel once; returns the unpack root."""
+    unpacked = CACHE / "root"
+    debs = CACHE / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in DEBS if not list(debs.glob(f"{p}_*.deb"))]
+    if missing and not _run(["apt-get", "download", *missing], debs):
+        # A fresh machine may have no package lists yet.
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "download", *missing], cwd=debs, check=True)
+    for deb in sorted(debs.glob("*.deb")):
+        marker = CACHE / f".{deb.name}.unpacked"
+        if not marker.exists():
+            subprocess.run(["dpkg", "-x", str(deb), str(unpacked)], check=True)
+            marker.touch()
+    wheels = CACHE / "wheels"
+    if not list(wheels.glob("pyannote_audio-*.whl")):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", PYANNOTE_WHEEL, "-d", str(wheels)],
+            check=True,
+        )
+    sample = CACHE / "pyannote-sample"
+    if not (sample / "sample.stm").exists():
+        with zipfile.ZipFile(next(wheels.glob("pyannote_audio-*.whl"))) as z:
+            for name in ("sample.wav", "sample.rttm", "sample.stm"):
+                sample.mkdir(exist_ok=True)
+                (sample / name).write_bytes(z.read(f"pyannote/audio/sample/{name}"))
+    return unpacked
+
+
+# ---- audio as float32 arrays at 16 kHz ---------------------------------------------------
+
+
+def decode(path: Path, fmt: str | None = None) -> np.ndarray:
+    with av.open(str(path), format=fmt) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        chunks = [r.to_ndarray().reshape(-1) for f in container.decode(audio=0) for r in resampler.resample(f)]
+        chunks += [r.to_ndarray().reshape(-1) for r in resampler.resample(None)]
+    return np.concatenate(chunks).astype(np.float32) / 32768.0
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), dtype=np.float32)
+
+
+def write_wav(samples: np.ndarray, path: Path, channels: int = 1) -> Path:
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+# Container/codec pairs a user might upload; every one is decoded by PyAV from the bytes.
+ENCODINGS = {
+    "mp3": ("mp3", "mp3", RATE),
+    "flac": ("flac", "flac", RATE),
+    "ogg": ("ogg", "libopus", 48000),
+    "m4a": ("ipod", "aac", RATE),
+    "webm": ("webm", "libopus", 48000),
+}
+
+
+def encode(samples: np.ndarray, path: Path, kind: str) -> Path:
+    """Encode mono samples with PyAV into one of ENCODINGS."""
+    fmt, codec, rate = ENCODINGS[kind]
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+    frame.sample_rate = RATE
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        for f in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(f):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+# ---- the corpora -------------------------------------------------------------------------
+
+
+@cache
+def _unpacked() -> Path:
+    return fetch()
+
+
+def _prompt_texts(lang: str) -> dict[str, str]:
+    listing = _unpacked() / f"usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz"
+    texts = {}
+    for line in gzip.open(listing, "rt", encoding="utf-8", errors="replace"):
+        if ":" in line and not line.startswith(";"):
+            name, text = line.split(":", 1)
+            texts[name.strip()] = text.strip()
+    return texts
+
+
+_VOICES = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June"}
+
+
+def prompt(name: str, lang: str = "en") -> tuple[np.ndarray, str]:
+    """An Asterisk prompt's audio and its text."""
+    path = _unpacked() / f"usr/share/asterisk/sounds/{_VOICES[lang]}/{name}.g722"
+    return decode(path, fmt="g722"), _prompt_texts(lang)[name]
+
+
+def librivox() -> list[tuple[np.ndarray, str]]:
+    """The LibriVox clips (Sense and Sensibility) with their transcripts, in order."""
+    folder = _unpacked() / "usr/share/pocketsphinx/test/data/librivox"
+    clips = []
+    for line in (folder / "transcription").read_text().splitlines():
+        text, _, fileid = line.rpartition("(")
+        text = text.replace("<s>", "").replace("</s>", "").strip()
+        clips.append((decode(folder / f"{fileid.strip(') ')}.wav"), text))
+    return clips
+
+
+def pyannote_sample() -> tuple[Path, str]:
+    """The two-speaker call and its reference words (from sample.stm)."""
+    _unpacked()
+    folder = CACHE / "pyannote-sample"
+    words = [" ".join(line.split()[5:]) for line in (folder / "sample.stm").read_text().splitlines()]
+    return folder / "sample.wav", " ".join(words)
