@@ -127,16 +127,34 @@ async def list_jobs(request: Request) -> Response:
     return json_response(JobList(jobs=[j.details() for j in jobs]))
 
 
+MAX_WAIT_S = 300
+
+
 def _job(request: Request) -> Job:
     return _worker(request).table.get(request.path_params["job_id"])
 
 
+async def _waited_job(request: Request) -> Job:
+    """The job, after the SaaS `wait` long-poll: up to `wait` seconds for it to end."""
+    job = _job(request)
+    raw = request.query_params.get("wait")
+    if raw is not None:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise ApiError(422, "Unprocessable Entity", f"wait must be a number of seconds, got {raw!r}") from None
+        if not 0 <= seconds <= MAX_WAIT_S:  # also refuses nan and inf
+            raise ApiError(422, "Unprocessable Entity", f"wait must be between 0 and {MAX_WAIT_S} seconds")
+        await job.wait(seconds)
+    return job
+
+
 async def get_job(request: Request) -> Response:
-    return json_response(JobEnvelope(job=_job(request).details()))
+    return json_response(JobEnvelope(job=(await _waited_job(request)).details()))
 
 
 async def get_transcript(request: Request) -> Response:
-    job = _job(request)
+    job = await _waited_job(request)
     requested = request.query_params.get("format")
     fmt = TRANSCRIPT_FORMATS.get(requested)
     if fmt is None:

@@ -62,6 +62,15 @@ class Job:
         self.duration = 0
         self.errors: list[JobErrorItem] = []
         self.task: asyncio.Task | None = None
+        self.ended = asyncio.Event()  # set once the runner is done with the job
+
+    async def wait(self, seconds: float) -> None:
+        """Long-poll (`?wait=N`): return when the job ends or after `seconds`."""
+        if seconds > 0 and not self.ended.is_set():
+            try:
+                await asyncio.wait_for(self.ended.wait(), seconds)
+            except asyncio.TimeoutError:
+                pass
 
     @property
     def finished(self) -> bool:

@@ -116,6 +116,7 @@ class Runner:
                     f"engines {slots} released")
             cleanup = folder.remove if job.status == DELETED else folder.drop_audio
             await asyncio.to_thread(cleanup)
+            job.ended.set()
             self.on_finished(job)
 
     async def _run(self, job: Job, folder: JobFolder, job_log: JobLog, engines: list[EngineHandle]) -> None:

@@ -279,3 +279,14 @@ def test_words_carry_word_level_times(idle_server, long_speech):
     assert all(a[0] <= b[0] for a, b in zip(times, times[1:]))
     assert times[-1][1] <= transcript["job"]["duration"] + 1
     assert len(words(transcript)) > 60
+
+
+def test_wait_long_polls_until_the_job_ends(idle_server, long_speech):
+    audio, _ = long_speech
+    job_id = idle_server.submit(audio).json()["id"]
+    job = idle_server.http.get(f"/v2/jobs/{job_id}", params={"wait": 120}).json()["job"]
+    assert job["status"] == "done"
+    transcript = idle_server.http.get(f"/v2/jobs/{job_id}/transcript", params={"wait": "0"})
+    assert transcript.status_code == 200 and transcript.json()["job"]["id"] == job_id
+    for bad in ("soon", "-1", "nan", "1e9"):
+        assert_error(idle_server.http.get(f"/v2/jobs/{job_id}", params={"wait": bad}), 422, "wait")

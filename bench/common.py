@@ -1,0 +1,50 @@
+"""Shared bits of the benchmarks: the test corpus, the real server, machine facts, tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # testdata.py and chorus_server.py
+
+import testdata  # noqa: E402
+from chorus_server import ChorusServer  # noqa: E402
+
+RESULTS = ROOT / "docs" / "bench"
+
+__all__ = ["ChorusServer", "testdata", "machine", "median", "table", "write_section", "RESULTS", "ROOT"]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return f"{cpu}, {cores} cores, Python {platform.python_version()}, {date}"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    print(markdown)
