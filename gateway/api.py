@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from pathlib import PurePosixPath, PureWindowsPath
 
@@ -178,9 +179,13 @@ async def get_log(request: Request) -> Response:
     if job.status == DELETED:
         raise ApiError(410, "File Expired", f"job {job.id} was deleted")
     path = JobFolder(_worker(request).root, job.id).log
-    if not path.is_file():
-        raise ApiError(404, "Log file not available", f"Log for job ID {job.id} not found")
-    return FileResponse(path, media_type=TEXT)
+    try:
+        # Read whole, not streamed: the log grows while the job runs, and a streamed file
+        # would outgrow the Content-Length taken from its size.
+        content = await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:
+        raise ApiError(404, "Log file not available", f"Log for job ID {job.id} not found") from None
+    return Response(content, media_type=TEXT)
 
 
 async def delete_job(request: Request) -> Response:
