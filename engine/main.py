@@ -68,12 +68,14 @@ class Engine:
                 return True
         return False
 
-    def handle(self, request: m.Decode | m.Transcribe) -> m.Reply:
-        from engine import asr
+    def handle(self, request: m.Decode | m.Plan | m.Transcribe) -> m.Reply:
+        from engine import asr, plan
 
         try:
             if isinstance(request, m.Decode):
                 return asr.decode(request)
+            if isinstance(request, m.Plan):
+                return plan.plan(request)
             model = self.models[request.model]
             return asr.transcribe(model, request, lambda: self.cancelled(request.job_id))
         except asr.Cancelled:

@@ -77,8 +77,9 @@ class Job:
         return self.status in FINISHED
 
     def reject(self, message: str) -> None:
-        self.errors.append(JobErrorItem(timestamp=iso_ms(now()), message=message))
+        """A running job fails; one already deleted stays deleted, without an error."""
         if self.status == RUNNING:
+            self.errors.append(JobErrorItem(timestamp=iso_ms(now()), message=message))
             self.status = REJECTED
 
     def details(self) -> JobDetails:

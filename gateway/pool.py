@@ -13,7 +13,6 @@ import logging
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
 
 import msgspec
 
@@ -48,7 +47,6 @@ class EngineHandle:
         self.last_error: str | None = None
         self.ready = asyncio.Event()
         self.stopping = False
-        self.on_exit: Callable[[EngineHandle, int | None], None] | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn = None
         self._pending: tuple[str, asyncio.Future[m.Reply]] | None = None
@@ -122,15 +120,13 @@ class EngineHandle:
         delay = 0.0 if was_loaded else min(MAX_BACKOFF_S, 2.0 ** (self.load_failures - 1))
         log.error("engine %d: pid %s exited (%s); respawning in %.0f s",
                   self.index, process.pid, exitcode, delay)
-        if self.on_exit:
-            self.on_exit(self, exitcode)
         self.loop.call_later(delay, self._respawn)
 
     def _respawn(self) -> None:
         if not self.stopping:
             self.spawn()
 
-    async def call(self, request: m.Decode | m.Transcribe) -> m.Reply:
+    async def call(self, request: m.Decode | m.Plan | m.Transcribe) -> m.Reply:
         """Send one request and wait for its reply; EngineDied if the engine dies first."""
         await self.ready.wait()
         future: asyncio.Future[m.Reply] = self.loop.create_future()
@@ -176,12 +172,11 @@ class EnginePool:
         self._settings = settings
         self.engines: list[EngineHandle] = []
 
-    def start(self, on_exit: Callable[[EngineHandle, int | None], None] | None = None) -> None:
+    def start(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         for s in self._settings:
             engine = EngineHandle(s, loop)
-            engine.on_exit = on_exit
             engine.spawn()
             self.engines.append(engine)
         log.info("spawned %d engine(s) in %.2f s", len(self.engines), time.monotonic() - started)

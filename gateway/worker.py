@@ -19,7 +19,7 @@ from gateway.jobconfig import ParsedConfig, ProcessingData
 from gateway.jobs import DELETED, Job, JobTable
 from gateway.outputs import JobFolder, JobLog
 from gateway.pool import EngineHandle, EnginePool
-from gateway.runner import Runner
+from gateway.runner import Runner, SplitSettings
 from shared import messages as m
 
 log = logging.getLogger("chorus.worker")
@@ -29,6 +29,7 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     output_dir: str
     max_job_history: int
     max_audio_seconds: float
+    split: SplitSettings = SplitSettings()
 
 
 class Worker:
@@ -39,14 +40,14 @@ class Worker:
         self.admission = Admission(len(engines))
         self.table = JobTable(settings.max_job_history)
         self.runner = Runner(self.pool, self.admission, self.table, settings.max_audio_seconds,
-                             self._finished)
+                             settings.split, self._finished)
         self.shutting_down = False
 
     # ---- life of the worker ------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-        self.pool.start(on_exit=self._engine_exited)
+        self.pool.start()
 
     async def stop(self) -> None:
         self.shutting_down = True
@@ -55,9 +56,6 @@ class Worker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.pool.stop()
-
-    def _engine_exited(self, engine: EngineHandle, exitcode: int | None) -> None:
-        log.error("engine %d exited with %s; jobs on it are rejected", engine.index, exitcode)
 
     # ---- jobs --------------------------------------------------------------------------
 

@@ -51,6 +51,27 @@ class Decode(msgspec.Struct, tag=True):
     max_seconds: float
 
 
+class Plan(msgspec.Struct, tag=True):
+    """Cut a decoded file into up to `segments` pieces of near-equal speech (see engine/plan.py)."""
+
+    job_id: str
+    audio_path: str
+    segments: int
+    window_seconds: float  # how far from its ideal position a cut may move to find a pause
+    overlap_seconds: float  # margin on each side of a cut that falls inside speech
+
+
+class SegmentPlan(msgspec.Struct, array_like=True, frozen=True):
+    """Transcribe samples [start, end); keep the words whose midpoint is in [keep_start, keep_end)."""
+
+    start: int
+    end: int
+    keep_start: int
+    keep_end: int
+    cut_before: str  # "start" | "silence" | "overlap"
+    cut_after: str  # "end" | "silence" | "overlap"
+
+
 class Transcribe(msgspec.Struct, tag=True):
     """Transcribe samples [start_sample, end_sample) of a decoded file."""
 
@@ -75,7 +96,7 @@ class Stop(msgspec.Struct, tag=True):
     pass
 
 
-Request = Decode | Transcribe | Cancel | Stop
+Request = Decode | Plan | Transcribe | Cancel | Stop
 
 
 # ---- engine -> gateway ---------------------------------------------------------------
@@ -104,6 +125,15 @@ class Decoded(msgspec.Struct, tag=True):
     seconds: float  # time spent decoding
 
 
+class Planned(msgspec.Struct, tag=True):
+    job_id: str
+    segments: list[SegmentPlan]
+    speech_regions: int
+    speech_seconds: float
+    pauses: list[float]  # length of the pause each silence cut went into (0 for overlap cuts)
+    seconds: float
+
+
 class Transcribed(msgspec.Struct, tag=True):
     job_id: str
     segment: int
@@ -121,7 +151,7 @@ class Failed(msgspec.Struct, tag=True):
     reason: str
 
 
-Reply = Ready | LoadFailed | Decoded | Transcribed | Failed
+Reply = Ready | LoadFailed | Decoded | Planned | Transcribed | Failed
 
 _request_encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(Request)
