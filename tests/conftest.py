@@ -19,10 +19,14 @@ EN_PROMPTS = [
 FR_PROMPTS = ["agent-pass", "agent-loginok", "agent-user", "all-circuits-busy-now", "vm-goodbye"]
 
 
+_NUMBERS = "zero one two three four five six seven eight nine ten eleven twelve".split()
+
+
 def normalise(text: str) -> str:
+    """Lower case, no punctuation, and small numbers spelled out ("5" and "five" are one word)."""
     text = text.lower().replace("-", " ")
     text = re.sub(r"[^\w\s']", " ", text)
-    return " ".join(text.split())
+    return " ".join(_NUMBERS[int(w)] if w.isdigit() and int(w) < len(_NUMBERS) else w for w in text.split())
 
 
 def wer(reference: str, hypothesis: str) -> float:

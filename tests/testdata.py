@@ -163,3 +163,28 @@ def pyannote_sample() -> tuple[Path, str]:
     folder = CACHE / "pyannote-sample"
     words = [" ".join(line.split()[5:]) for line in (folder / "sample.stm").read_text().splitlines()]
     return folder / "sample.wav", " ".join(words)
+
+
+def prompt_names(lang: str = "en") -> list[str]:
+    """Prompts with plain spoken text (no tone descriptions), in a fixed order."""
+    folder = _unpacked() / f"usr/share/asterisk/sounds/{_VOICES[lang]}"
+    have = {p.stem for p in folder.glob("*.g722")}
+    return sorted(n for n, t in _prompt_texts(lang).items() if n in have and "[" not in t and len(t) > 15)
+
+
+def long_recording(seconds: float, seed: int = 7) -> tuple[np.ndarray, str]:
+    """Real speech joined with natural pauses (0.3-1.5 s): LibriVox clips, then Asterisk
+    prompts, until `seconds` long. Returns the samples and the reference text."""
+    rng = np.random.default_rng(seed)
+    parts: list[np.ndarray] = []
+    texts: list[str] = []
+    total = 0
+    sources = [(a, t) for a, t in librivox()] + [prompt(n) for n in prompt_names()]
+    for samples, text in sources:
+        if total >= seconds * RATE:
+            break
+        pause = silence(float(rng.uniform(0.3, 1.5)))
+        parts += [samples, pause]
+        texts.append(text)
+        total += samples.size + pause.size
+    return np.concatenate(parts), " ".join(texts)

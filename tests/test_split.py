@@ -1,0 +1,195 @@
+"""One job on k engines: silence-planned split, side-by-side segments, timestamp merge."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import signal
+import time
+
+import pytest
+
+import testdata
+from chorus_server import ChorusServer, text, words
+from conftest import normalise, wer
+
+STANDARD = {"type": "transcription", "transcription_config": {"language": "en"}}
+PLAN = re.compile(r"plan: segment (\d+) \[([\d.]+), ([\d.]+)\) s \(transcribed ([\d.]+)-([\d.]+) s\), "
+                  r"cut (\w+)/(\w+)")
+
+
+@pytest.fixture(scope="module")
+def recording(audio_dir):
+    """About three minutes of real speech with natural pauses."""
+    samples, reference = testdata.long_recording(180)
+    return testdata.write_wav(samples, audio_dir / "three-minutes.wav"), reference, samples.size / testdata.RATE
+
+
+@pytest.fixture(scope="module")
+def unsplit(server, recording):
+    audio, _, _ = recording
+    server.wait_idle()
+    return server.transcribe(audio, STANDARD)
+
+
+def plan_of(server: ChorusServer, job_id: str) -> list[tuple[int, float, float, float, float, str, str]]:
+    log = server.http.get(f"/v2/jobs/{job_id}/log").text
+    return [(int(m[0]), float(m[1]), float(m[2]), float(m[3]), float(m[4]), m[5], m[6]) for m in PLAN.findall(log)]
+
+
+def timed_words(transcript: dict) -> list[tuple[str, float, float]]:
+    return [(normalise(r["alternatives"][0]["content"]), r["start_time"], r["end_time"])
+            for r in transcript["results"] if r["type"] == "word"]
+
+
+def assert_well_formed(transcript: dict, duration: float) -> None:
+    starts = [r["start_time"] for r in transcript["results"]]
+    assert starts == sorted(starts), "results out of time order"
+    assert all(0 <= r["start_time"] <= r["end_time"] <= duration + 0.1 for r in transcript["results"])
+    # No word doubled at a cut: never the same word twice at overlapping times.
+    tw = timed_words(transcript)
+    for (a, s1, e1), (b, s2, e2) in zip(tw, tw[1:]):
+        assert not (a == b and s2 < e1 - 0.05), f"doubled word {a!r} at {s1}"
+
+
+def assert_matches_except_near_cuts(base: dict, split: dict, cuts: list[float], max_words: int = 4) -> None:
+    """The split word sequence equals the unsplit one, except within a few words of a cut.
+
+    Whisper decodes in 30 s windows and a cut shifts that grid for the rest of its segment,
+    so away from a cut a rare one-for-one variant of a word at the same time may appear
+    ("accounting"/"counting"); that is tolerated (at most 2 % of words). A word lost or
+    added away from a cut never is.
+    """
+    a, b = timed_words(base), timed_words(split)
+    matcher = difflib.SequenceMatcher(a=[w for w, _, _ in a], b=[w for w, _, _ in b], autojunk=False)
+    variants = 0
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        assert max(i2 - i1, j2 - j1) <= max_words, (op, a[i1:i2], b[j1:j2])
+        span = [t for _, s, e in a[i1:i2] + b[j1:j2] for t in (s, e)]
+        if min(abs(t - c) for t in span for c in cuts) <= 3.0:
+            continue
+        same_time = all(abs(x[1] - y[1]) < 0.6 for x, y in zip(a[i1:i2], b[j1:j2]))
+        assert op == "replace" and i2 - i1 == j2 - j1 and same_time, (
+            f"{op} {a[i1:i2]} -> {b[j1:j2]} away from the cuts {cuts}")
+        variants += i2 - i1
+    assert variants <= 0.02 * len(a), f"{variants} word variants away from the cuts"
+
+
+@pytest.mark.parametrize("k", [2])
+def test_k_engines_match_the_unsplit_transcript(server, recording, unsplit, k):
+    audio, reference, duration = recording
+    server.wait_idle()
+    response = server.submit(audio, STANDARD, processing={"parallel_engines": k})
+    assert response.status_code == 201
+    job_id = response.json()["id"]
+    assert server.http.get("/jobs").json()["active_jobs"] == [{"job_id": job_id, "parallel_engines": k}]
+    assert server.http.get("/jobs").json()["unused_engines"] == 2 - k
+    job = server.wait(job_id)
+    assert job["status"] == "done"
+    split = server.http.get(f"/v2/jobs/{job_id}/transcript").json()
+
+    plan = plan_of(server, job_id)
+    assert len(plan) == k
+    assert [p[5] for p in plan] == ["start"] + ["silence"] * (k - 1)  # natural pauses exist
+    cuts = [p[2] for p in plan[:-1]]
+    assert plan[0][1] == 0 and plan[-1][2] == pytest.approx(duration, abs=0.01)
+    # Near-equal shares of the recording's speech (it is speech with short pauses).
+    lengths = [p[2] - p[1] for p in plan]
+    assert max(lengths) / min(lengths) < 1.3, lengths
+    # A silence cut never falls inside a word of the unsplit transcript.
+    for cut in cuts:
+        inside = [w for w, s, e in timed_words(unsplit) if s + 0.05 < cut < e - 0.05]
+        assert not inside, f"cut at {cut} inside {inside}"
+    log = server.http.get(f"/v2/jobs/{job_id}/log").text
+    engines_used = set(re.findall(r"segment \d -> engine (\d)", log))
+    assert len(engines_used) == k
+    assert len(re.findall(r"segment \d done on engine \d: [\d.]+ s in [\d.]+ s", log)) == k
+
+    assert_well_formed(split, duration)
+    assert_matches_except_near_cuts(unsplit, split, cuts)
+    assert abs(wer(reference, text(split)) - wer(reference, text(unsplit))) <= 0.02
+    # Sentence ends stay marked: the txt is full sentences on both sides of the cut.
+    assert split["results"][-1]["is_eos"] is True
+
+
+def test_three_engines_and_a_cut_forced_inside_speech(tmp_path, corpus, recording, unsplit):
+    """--parallel 3, k = 3; then a server that may not look for pauses, so every cut falls
+    inside speech and is covered by overlapping segments."""
+    audio, reference, duration = recording
+    for window, kind in (("30", "silence"), ("0", "overlap")):
+        server = ChorusServer(tmp_path / f"jobs-{window}", parallel=3,
+                              args=["--split-window-seconds", window, "--split-overlap-seconds", "1.5"])
+        try:
+            server.wait_ready()
+            job_id = server.submit(audio, STANDARD, processing={"parallel_engines": 3}).json()["id"]
+            job = server.wait(job_id)
+            assert job["status"] == "done", job
+            split = server.http.get(f"/v2/jobs/{job_id}/transcript").json()
+            plan = plan_of(server, job_id)
+        finally:
+            assert server.stop() == 0
+        assert len(plan) == 3 and [p[6] for p in plan[:-1]] == [kind, kind]
+        if kind == "overlap":  # segments reach 1.5 s past each cut, both ways
+            for left, right in zip(plan, plan[1:]):
+                assert left[4] == pytest.approx(left[2] + 1.5, abs=0.01)
+                assert right[3] == pytest.approx(right[1] - 1.5, abs=0.01)
+        cuts = [p[2] for p in plan[:-1]]
+        assert_well_formed(split, duration)
+        assert_matches_except_near_cuts(unsplit, split, cuts)
+        assert abs(len(words(split)) - len(words(unsplit))) <= 2 * len(cuts)
+        assert abs(wer(reference, text(split)) - wer(reference, text(unsplit))) <= 0.03
+
+
+def test_fewer_speech_regions_than_engines(idle_server, speech):
+    """A short prompt has fewer speech regions than... well, it has one or two: k = 2 works,
+    uses fewer segments if it must, and keeps both engines until the job ends."""
+    audio, reference = speech
+    samples, _ = testdata.prompt("auth-thankyou")  # "Thank you." - one speech region
+    short = testdata.write_wav(samples, audio.parent / "thank-you.wav")
+    job_id = idle_server.submit(short, STANDARD, processing={"parallel_engines": 2}).json()["id"]
+    job = idle_server.wait(job_id)
+    assert job["status"] == "done"
+    log = idle_server.http.get(f"/v2/jobs/{job_id}/log").text
+    assert "plan: 1 segment(s) for 2 engines" in log and "the other engines stay reserved" in log
+    transcript = idle_server.http.get(f"/v2/jobs/{job_id}/transcript").json()
+    assert normalise(text(transcript)) == "thank you"
+    assert idle_server.http.get("/jobs").json()["unused_engines"] == 2
+
+
+def test_silent_audio_with_k_engines(idle_server, audio_dir):
+    quiet = testdata.write_wav(testdata.silence(5.0), audio_dir / "silence.wav")
+    job_id = idle_server.submit(quiet, STANDARD, processing={"parallel_engines": 2}).json()["id"]
+    job = idle_server.wait(job_id)
+    assert job["status"] == "done" and job["duration"] == 5
+    assert idle_server.http.get(f"/v2/jobs/{job_id}/transcript").json()["results"] == []
+
+
+def test_more_engines_than_parallel_is_refused(idle_server, speech):
+    response = idle_server.submit(speech[0], processing={"parallel_engines": 3})
+    assert response.status_code == 503
+    assert response.json()["detail"] == "Server busy: 3 engines not available (0 engines in use, 2 parallel allowed)"
+
+
+def test_engine_killed_mid_segment(idle_server, recording, speech):
+    audio, _, _ = recording
+    job_id = idle_server.submit(audio, STANDARD, processing={"parallel_engines": 2}).json()["id"]
+    deadline = time.monotonic() + 60
+    pid = None
+    while pid is None and time.monotonic() < deadline:
+        found = re.search(r"segment 1 -> engine (\d) \(pid (\d+)\)", idle_server.http.get(f"/v2/jobs/{job_id}/log").text)
+        pid = int(found.group(2)) if found else None
+        time.sleep(0.05)
+    assert pid
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    job = idle_server.wait(job_id, timeout=120)
+    assert job["status"] == "rejected"
+    message = job["errors"][0]["message"]
+    assert re.match(r"segment 1 \([\d.]+-[\d.]+ s\) failed: engine \d died \(killed by signal 9\)", message), message
+    # The other segment was stopped, and every engine is back.
+    assert idle_server.http.get("/jobs").json() == {"active_jobs": [], "max_engines": 2, "unused_engines": 2}
+    idle_server.wait_ready()
+    assert wer(speech[1], text(idle_server.transcribe(speech[0], processing={"parallel_engines": 2}))) <= 0.1
