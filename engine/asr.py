@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from faster_whisper import WhisperModel, decode_audio
 
-from shared.messages import SAMPLE_RATE, Decode, Decoded, ModelInfo, Transcribe, Transcribed, Word
+from shared.messages import SAMPLE_RATE, Decode, Decoded, ModelInfo, Transcribe, Transcribed, Word, channel_path
 
 
 class Cancelled(Exception):
@@ -39,10 +39,23 @@ def model_info(name: str, source: str, model: WhisperModel) -> ModelInfo:
     )
 
 
+def _decode_channels(path: str) -> np.ndarray:
+    """(channels, samples) at 16 kHz, each channel kept apart."""
+    import av
+
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=SAMPLE_RATE)
+        chunks = [r.to_ndarray() for frame in container.decode(stream) for r in resampler.resample(frame)]
+        chunks += [r.to_ndarray() for r in resampler.resample(None)]
+    return np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), dtype=np.float32)
+
+
 def decode(request: Decode) -> Decoded:
     started = time.perf_counter()
     try:
         audio = decode_audio(request.source_path, sampling_rate=SAMPLE_RATE)
+        channels = _decode_channels(request.source_path) if request.split_channels else None
     except Exception as exc:  # PyAV raises many types for foreign bytes
         raise JobAudioError(f"could not decode the audio file: {exc}") from exc
     if audio.size == 0:
@@ -53,11 +66,17 @@ def decode(request: Decode) -> Decoded:
             f"audio is {duration:.0f} s long, over the {request.max_seconds:.0f} s limit"
         )
     audio.astype(np.float32, copy=False).tofile(request.audio_path)
+    if channels is not None:
+        if channels.shape[0] < 2:
+            raise JobAudioError('channel diarization needs audio with 2 or more channels; this file is mono')
+        for n, samples in enumerate(channels):
+            samples[: audio.size].astype(np.float32).tofile(channel_path(request.audio_path, n))
     return Decoded(
         job_id=request.job_id,
         samples=int(audio.size),
         duration=duration,
         seconds=time.perf_counter() - started,
+        channels=1 if channels is None else int(channels.shape[0]),
     )
 
 

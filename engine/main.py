@@ -29,6 +29,7 @@ class Engine:
         self.conn = conn
         self.settings = settings
         self.models: dict = {}
+        self.diarizer = None
         self.stopping = False
 
     def send(self, reply: m.Reply) -> None:
@@ -44,6 +45,10 @@ class Engine:
             model = asr.load_model(source, s.device, s.device_index, s.compute_type, s.threads)
             self.models[name] = model
             infos.append(asr.model_info(name, source, model))
+        if s.diarization:
+            from engine.diarize import Diarizer
+
+            self.diarizer = Diarizer(s.diarization, s.threads, s.device)
         self.send(
             m.Ready(
                 engine=s.index,
@@ -53,6 +58,7 @@ class Engine:
                 threads=s.threads,
                 cores=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
                 models=infos,
+                diarization=self.diarizer.model_id if self.diarizer else None,
                 load_seconds=time.perf_counter() - started,
             )
         )
@@ -68,7 +74,7 @@ class Engine:
                 return True
         return False
 
-    def handle(self, request: m.Decode | m.Plan | m.Transcribe) -> m.Reply:
+    def handle(self, request: m.Decode | m.Plan | m.Transcribe | m.Diarize) -> m.Reply:
         from engine import asr, plan
 
         try:
@@ -76,6 +82,10 @@ class Engine:
                 return asr.decode(request)
             if isinstance(request, m.Plan):
                 return plan.plan(request)
+            if isinstance(request, m.Diarize):
+                if self.diarizer is None:
+                    return m.Failed(job_id=request.job_id, reason="speaker diarization is not enabled on this worker")
+                return self.diarizer(request)
             model = self.models[request.model]
             return asr.transcribe(model, request, lambda: self.cancelled(request.job_id))
         except asr.Cancelled:

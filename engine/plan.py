@@ -107,7 +107,8 @@ def plan(request: Plan) -> Planned:
     audio = np.fromfile(request.audio_path, dtype=np.float32)
     regions = speech_regions(audio)
     count = min(request.segments, max(1, len(regions)))
-    window = int(request.window_seconds * SAMPLE_RATE)
+    # A cut may move at most a fifth of a segment's length: balance before pause length.
+    window = int(min(request.window_seconds * SAMPLE_RATE, 0.2 * audio.size / max(count, 1)))
     overlap = int(request.overlap_seconds * SAMPLE_RATE)
     cuts = choose_cuts(regions, audio.size, count, frame_energy(audio), window, overlap) if count > 1 else []
     return Planned(

@@ -85,6 +85,7 @@ async def create_job(request: Request) -> Response:
                 raise bad_request("the multipart field 'config' is missing", error="Job rejected")
             config_text = await _text_field(form["config"])
             parsed = parse_config(config_text)
+            worker.check_features(parsed)
             data_file = form.get("data_file")
             if not isinstance(data_file, UploadFile):
                 if parsed.config.fetch_data is not None and data_file is None:

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="standard model: 'embedded' (tiny.en), a CTranslate2 folder or a hub name")
     serve.add_argument("--model-enhanced", default=embedded.EMBEDDED,
                        help="enhanced model: 'embedded' (multilingual base), a folder or a hub name")
+    serve.add_argument("--diarization-model", default=embedded.EMBEDDED,
+                       help="speaker diarization: 'embedded' (pyannote segmentation-3.0 + CAM++), "
+                            "a pyannote pipeline folder or hub name (HF_TOKEN when needed), or 'none'")
     serve.add_argument("--max-audio-seconds", type=float, default=7200.0,
                        help="longest audio a job may have (default 2 h)")
     serve.add_argument("--split-window-seconds", type=float, default=30.0,
@@ -113,6 +116,7 @@ def plan_engines(args: argparse.Namespace) -> list[EngineSettings]:
         "standard": embedded.resolve("standard", args.model_standard),
         "enhanced": embedded.resolve("enhanced", args.model_enhanced),
     }
+    diarization = None if args.diarization_model == "none" else embedded.resolve("speakers", args.diarization_model)
     return [
         EngineSettings(
             index=i,
@@ -122,6 +126,7 @@ def plan_engines(args: argparse.Namespace) -> list[EngineSettings]:
             threads=threads,
             cores=cores[i * threads:(i + 1) * threads] if pin else [],
             models=models,
+            diarization=diarization,
         )
         for i in range(n)
     ]
@@ -165,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "prepare-models":
         print(embedded.standard_path())
         print(embedded.enhanced_path())
+        print(embedded.speaker_models_path())
         return
     logging.basicConfig(
         level=logging.DEBUG if args.verbose or os.environ.get("DEBUG") == "true" else logging.INFO,

@@ -6,6 +6,7 @@ client); processing reads only the typed view. Unknown keys are accepted and ign
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -26,11 +27,40 @@ class OutputConfig(msgspec.Struct):
     generate_lattice: bool | None = None
 
 
+Sensitivity = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+ChannelLabel = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._]+$")]
+MAX_IDENTIFIERS = 50
+
+
+class KnownSpeaker(msgspec.Struct):
+    label: Annotated[str, msgspec.Meta(min_length=1)]
+    speaker_identifiers: Annotated[list[str], msgspec.Meta(min_length=1)]
+
+
+class SpeakerDiarizationConfig(msgspec.Struct):
+    speaker_sensitivity: Sensitivity | None = None
+    speakers_sensitivity: Sensitivity | None = None  # the spelling of the speaker-ID docs page
+    prefer_current_speaker: bool = False
+    get_speakers: bool = False
+    speakers: list[KnownSpeaker] | None = None
+
+    @property
+    def sensitivity(self) -> float:
+        value = self.speaker_sensitivity if self.speaker_sensitivity is not None else self.speakers_sensitivity
+        return 0.5 if value is None else value
+
+
 class TranscriptionConfig(msgspec.Struct):
     language: str
     model: str | None = None
     operating_point: str | None = None
     diarization: Literal["none", "speaker", "channel"] = "none"
+    speaker_diarization_config: SpeakerDiarizationConfig | None = None
+    channel_diarization_labels: list[ChannelLabel] | None = None
+
+    @property
+    def speaker_config(self) -> SpeakerDiarizationConfig:
+        return self.speaker_diarization_config or SpeakerDiarizationConfig()
 
 
 class FetchData(msgspec.Struct):
@@ -102,7 +132,27 @@ def parse_config(text: str) -> ParsedConfig:
             "(use a Whisper language code or 'auto')",
             error="Requested product not available",
         )
+    _check_speakers(tc)
     return ParsedConfig(echo=echo, config=config, transcription=tc, model=model)
+
+
+def _check_speakers(tc: TranscriptionConfig) -> None:
+    sdc = tc.speaker_config
+    if not (sdc.get_speakers or sdc.speakers):
+        return
+    where = "transcription_config.speaker_diarization_config"
+    if tc.diarization != "speaker":
+        raise bad_request(f"{where}.get_speakers/speakers need \"diarization\": \"speaker\"")
+    identifiers = 0
+    for known in sdc.speakers or ():
+        if re.fullmatch(r"S\d+|UU", known.label) or known.label != known.label.strip():
+            raise bad_request(f"{where}.speakers: label {known.label!r} is reserved (S1, S2, …, UU) "
+                              "or has leading or trailing spaces")
+        if len(set(known.speaker_identifiers)) != len(known.speaker_identifiers):
+            raise bad_request(f"{where}.speakers: the identifiers of {known.label!r} repeat")
+        identifiers += len(known.speaker_identifiers)
+    if identifiers > MAX_IDENTIFIERS:
+        raise bad_request(f"{where}.speakers: {identifiers} identifiers, at most {MAX_IDENTIFIERS} are allowed")
 
 
 def parse_processing_data(header: str | None) -> ProcessingData:

@@ -10,7 +10,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-FORMATS = {"json": "transcript.json", "txt": "transcript.txt", "srt": "transcript.srt"}
+FORMATS = {"json": "transcript.json", "txt": "transcript.txt", "srt": "transcript.srt",
+           "rttm": "diarization.rttm"}
 
 
 class JobFolder:
@@ -40,7 +41,8 @@ class JobFolder:
     def drop_audio(self) -> None:
         """The upload and decoded samples are only needed while the job runs."""
         self.upload.unlink(missing_ok=True)
-        self.audio.unlink(missing_ok=True)
+        for path in self.path.glob(f"{self.audio.name}*"):  # the mix and any split channels
+            path.unlink(missing_ok=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

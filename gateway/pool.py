@@ -126,7 +126,7 @@ class EngineHandle:
         if not self.stopping:
             self.spawn()
 
-    async def call(self, request: m.Decode | m.Plan | m.Transcribe) -> m.Reply:
+    async def call(self, request: m.Decode | m.Plan | m.Transcribe | m.Diarize) -> m.Reply:
         """Send one request and wait for its reply; EngineDied if the engine dies first."""
         await self.ready.wait()
         future: asyncio.Future[m.Reply] = self.loop.create_future()
@@ -169,13 +169,13 @@ class EngineHandle:
 
 class EnginePool:
     def __init__(self, settings: list[m.EngineSettings]) -> None:
-        self._settings = settings
+        self.settings = settings
         self.engines: list[EngineHandle] = []
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        for s in self._settings:
+        for s in self.settings:
             engine = EngineHandle(s, loop)
             engine.spawn()
             self.engines.append(engine)
@@ -185,12 +185,12 @@ class EnginePool:
         return self.engines[index]
 
     def __len__(self) -> int:
-        return len(self._settings)
+        return len(self.settings)
 
     @property
     def all_loaded_once(self) -> bool:
         """Every slot's engine has loaded its models at least once since start-up."""
-        return len(self.engines) == len(self._settings) and all(e.loaded_once for e in self.engines)
+        return len(self.engines) == len(self.settings) and all(e.loaded_once for e in self.engines)
 
     def failing(self) -> list[str]:
         """Reasons of engines that keep dying before they are ready (a crash loop)."""

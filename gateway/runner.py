@@ -1,7 +1,10 @@
-"""Runs one admitted job on its reserved engines: decode, transcribe, build and write outputs.
+"""Runs one admitted job on its reserved engines: decode, plan, transcribe (and diarize),
+then build and write the outputs.
 
 Every step that costs CPU happens in an engine process; building and writing the transcript
-files happens in a worker thread. The engines go back to the free set however the job ends.
+files happens in a worker thread. The job's tasks (ASR segments or channels, and speaker
+diarization) form a queue that its engines drain side by side; the first failure stops the
+rest. The engines go back to the free set however the job ends.
 """
 
 from __future__ import annotations
@@ -9,23 +12,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 import msgspec
 
 from gateway.admission import Admission
-from gateway.jobs import DELETED, DONE, Job, JobTable, iso_ms
-from gateway.merge import detected_language, merge
+from gateway.jobs import DELETED, DONE, Job, JobTable
+from gateway.merge import detected_language
 from gateway.outputs import JobFolder, JobLog
 from gateway.pool import EngineDied, EngineHandle, EnginePool
-from shared import languages, render
+from gateway.results import Heard, channel_labels, write_outputs
+from gateway.speaker_id import SpeakerKeys
+from shared import languages
 from shared import messages as m
-from shared.transcript import JobInfo, Metadata, Transcript, encode, words_to_results
 
 log = logging.getLogger("chorus.runner")
 
-ORCHESTRATOR_VERSION = "chorus-0.1.0"
+
+class TaskFailed(Exception):
+    pass
+
+
+class SplitSettings(msgspec.Struct, frozen=True):
+    window_seconds: float = 30.0
+    overlap_seconds: float = 1.5
 
 
 def choose_model(requested: str, language: str, engine: m.Ready, job_log: JobLog) -> str:
@@ -44,64 +55,19 @@ def choose_model(requested: str, language: str, engine: m.Ready, job_log: JobLog
     raise ValueError(f"no configured model supports language {language!r}")
 
 
-def build_transcript(job: Job, words: list[m.Word], detected: str) -> Transcript:
-    tc = job.parsed.transcription
-    language = languages.from_whisper(detected) if tc.language == "auto" else tc.language
-    output_config = job.parsed.echo.get("output_config")
-    return Transcript(
-        format="2.9",
-        job=JobInfo(
-            id=job.id,
-            created_at=iso_ms(job.created),
-            data_name=job.data_name,
-            duration=job.duration,
-            tracking=job.parsed.config.tracking,
-        ),
-        metadata=Metadata(
-            created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            type="transcription",
-            transcription_config=job.parsed.echo["transcription_config"],
-            language_pack_info=languages.pack_info(language),
-            orchestrator_version=ORCHESTRATOR_VERSION,
-            output_config=output_config if isinstance(output_config, dict) else None,
-        ),
-        results=words_to_results(words, language),
-    )
-
-
-def write_outputs(job: Job, folder: JobFolder, words: list[m.Word], detected: str) -> int:
-    """Merge, build json-v2 and render txt/srt from it, write all three; returns the word count.
-
-    Runs in a worker thread: for long audio this is tens of thousands of results.
-    """
-    transcript = build_transcript(job, words, detected)
-    output = job.parsed.config.output_config
-    srt = output.srt_overrides if output and output.srt_overrides else None
-    folder.write_transcripts(
-        {
-            "json": encode(transcript),
-            "txt": render.to_txt(transcript),
-            "srt": render.to_srt(transcript, *((srt.max_line_length, srt.max_lines) if srt else ())),
-        }
-    )
-    return sum(1 for r in transcript.results if r.type == "word")
-
-
-class SegmentFailed(Exception):
-    def __init__(self, index: int, plan: m.SegmentPlan, reason: str) -> None:
-        span = f"{plan.start / m.SAMPLE_RATE:.2f}-{plan.end / m.SAMPLE_RATE:.2f} s"
-        super().__init__(f"segment {index} ({span}) failed: {reason}")
-
-
-class SplitSettings(msgspec.Struct, frozen=True):
-    window_seconds: float = 30.0
-    overlap_seconds: float = 1.5
+def _seconds(samples: int) -> float:
+    return samples / m.SAMPLE_RATE
 
 
 def _span(plan: m.SegmentPlan) -> str:
-    return (f"[{plan.keep_start / m.SAMPLE_RATE:.2f}, {plan.keep_end / m.SAMPLE_RATE:.2f}) s "
-            f"(transcribed {plan.start / m.SAMPLE_RATE:.2f}-{plan.end / m.SAMPLE_RATE:.2f} s), "
+    return (f"[{_seconds(plan.keep_start):.2f}, {_seconds(plan.keep_end):.2f}) s "
+            f"(transcribed {_seconds(plan.start):.2f}-{_seconds(plan.end):.2f} s), "
             f"cut {plan.cut_before}/{plan.cut_after}")
+
+
+class Task(msgspec.Struct):
+    name: str  # how the log and errors call it: "segment 1 (…)", "channel 2", "diarization"
+    request: m.Transcribe | m.Diarize
 
 
 class Runner:
@@ -112,6 +78,7 @@ class Runner:
         table: JobTable,
         max_audio_seconds: float,
         split: SplitSettings,
+        speaker_keys: SpeakerKeys,
         on_finished: Callable[[Job], None],
     ) -> None:
         self.pool = pool
@@ -119,13 +86,14 @@ class Runner:
         self.table = table
         self.max_audio_seconds = max_audio_seconds
         self.split = split
+        self.speaker_keys = speaker_keys
         self.on_finished = on_finished
 
     async def run(self, job: Job, folder: JobFolder, job_log: JobLog, slots: list[int]) -> None:
         started = time.perf_counter()
         try:
             await self._run(job, folder, job_log, [self.pool[i] for i in slots])
-        except (EngineDied, SegmentFailed) as exc:
+        except (EngineDied, TaskFailed) as exc:
             job.reject(f"{exc}")
         except asyncio.CancelledError:
             job.reject("the worker shut down before the job finished")
@@ -145,13 +113,15 @@ class Runner:
             self.on_finished(job)
 
     async def _run(self, job: Job, folder: JobFolder, job_log: JobLog, engines: list[EngineHandle]) -> None:
+        tc = job.parsed.transcription
         first = engines[0]
         job_log(f"engines {[e.index for e in engines]} reserved (parallel_engines={job.engines})")
         if not first.ready.is_set():
             job_log(f"waiting for engine {first.index} to load its models")
+        by_channel = tc.diarization == "channel"
         decoded = await first.call(
             m.Decode(job_id=job.id, source_path=str(folder.upload), audio_path=str(folder.audio),
-                     max_seconds=self.max_audio_seconds)
+                     max_seconds=self.max_audio_seconds, split_channels=by_channel)
         )
         if isinstance(decoded, m.Failed):
             job.reject(decoded.reason)
@@ -159,38 +129,59 @@ class Runner:
         assert isinstance(decoded, m.Decoded)
         job.duration = int(round(decoded.duration))
         job_log(f"decoded {decoded.duration:.2f} s of audio ({decoded.samples} samples at "
-                f"{m.SAMPLE_RATE} Hz) in {decoded.seconds:.2f} s on engine {first.index} (pid {first.pid})")
+                f"{m.SAMPLE_RATE} Hz" + (f", {decoded.channels} channels" if by_channel else "")
+                + f") in {decoded.seconds:.2f} s on engine {first.index} (pid {first.pid})")
         if job.status == DELETED:
             return
-        plans = await self._plan(job, folder, job_log, first, decoded, len(engines))
-        if plans is None or job.status == DELETED:
-            return
 
-        tc = job.parsed.transcription
         assert first.info is not None
         model = choose_model(job.parsed.model, tc.language, first.info, job_log)
         source = next(i.source for i in first.info.models if i.name == model)
         job_log(f"transcribing with the {model} model ({source}), language {tc.language}, "
                 f"{first.info.device}, {first.info.compute_type}, {first.info.threads} thread(s) per engine")
         language = None if tc.language == "auto" else languages.to_whisper(tc.language)
-        replies = await self._transcribe(job, folder, job_log, engines, plans, model, language)
+        whole = m.SegmentPlan(start=0, end=decoded.samples, keep_start=0, keep_end=decoded.samples,
+                              cut_before="start", cut_after="end")
+
+        if by_channel:
+            labels = channel_labels(job, decoded.channels)
+            plans = [whole] * decoded.channels
+            tasks = [Task(f"channel {c + 1} ({labels[c]})",
+                          m.Transcribe(job_id=job.id, segment=c, audio_path=m.channel_path(str(folder.audio), c),
+                                       start_sample=0, end_sample=decoded.samples, model=model, language=language))
+                     for c in range(decoded.channels)]
+        else:
+            plans = [whole] if len(engines) == 1 else await self._plan(job, folder, job_log, first, len(engines))
+            if plans is None:
+                return
+            tasks = [Task(f"segment {i} ({_seconds(p.start):.2f}-{_seconds(p.end):.2f} s)",
+                          m.Transcribe(job_id=job.id, segment=i, audio_path=str(folder.audio),
+                                       start_sample=p.start, end_sample=p.end, model=model, language=language))
+                     for i, p in enumerate(plans)]
+        if tc.diarization == "speaker":
+            # The whole file at once, so speaker labels agree across segments; first in the
+            # queue, as the longest single task.
+            tasks.insert(0, Task("speaker diarization", m.Diarize(
+                job_id=job.id, audio_path=str(folder.audio), sensitivity=tc.speaker_config.sensitivity)))
         if job.status == DELETED:
             return
-        detected, probability = detected_language(replies)
+
+        replies = await self._run_tasks(job, job_log, engines, tasks)
+        if job.status == DELETED:
+            return
+        diarized = next((r for r in replies if isinstance(r, m.Diarized)), None)
+        transcribed = [r for r in replies if isinstance(r, m.Transcribed)]
+        detected, probability = detected_language(transcribed)
         if tc.language == "auto":
             job_log(f"detected language {detected} (p={probability:.2f})")
-        words = await asyncio.to_thread(lambda: write_outputs(job, folder, merge(plans, replies), detected))
+        heard = Heard(plans=plans, replies=transcribed, language=detected,
+                      channels=decoded.channels if by_channel else 1, diarized=diarized)
+        words = await asyncio.to_thread(write_outputs, job, folder, heard, self.speaker_keys, job_log)
         job.status = DONE
         job_log(f"wrote json-v2, txt and srt: {words} words")
 
-    async def _plan(
-        self, job: Job, folder: JobFolder, job_log: JobLog, engine: EngineHandle,
-        decoded: m.Decoded, count: int,
-    ) -> list[m.SegmentPlan] | None:
-        whole = m.SegmentPlan(start=0, end=decoded.samples, keep_start=0, keep_end=decoded.samples,
-                              cut_before="start", cut_after="end")
-        if count == 1:
-            return [whole]
+    async def _plan(self, job: Job, folder: JobFolder, job_log: JobLog, engine: EngineHandle,
+                    count: int) -> list[m.SegmentPlan] | None:
         planned = await engine.call(
             m.Plan(job_id=job.id, audio_path=str(folder.audio), segments=count,
                    window_seconds=self.split.window_seconds, overlap_seconds=self.split.overlap_seconds)
@@ -203,46 +194,49 @@ class Runner:
         job_log(f"plan: {len(plans)} segment(s) for {count} engines from {planned.speech_seconds:.2f} s of "
                 f"speech in {planned.speech_regions} region(s), planned in {planned.seconds:.2f} s on engine "
                 f"{engine.index}" + ("" if len(plans) == count else
-                                     f"; fewer segments than engines: the other engines stay reserved"))
+                                     "; fewer segments than engines: the other engines stay reserved"))
         pauses = iter(planned.pauses)
         for i, plan in enumerate(plans):
             pause = f", pause {next(pauses):.2f} s" if plan.cut_after != "end" else ""
             job_log(f"plan: segment {i} {_span(plan)}{pause}")
         return plans
 
-    async def _transcribe(
-        self, job: Job, folder: JobFolder, job_log: JobLog, engines: list[EngineHandle],
-        plans: list[m.SegmentPlan], model: str, language: str | None,
-    ) -> list[m.Transcribed]:
-        """All segments at once, one per engine; on the first failure the others are stopped."""
+    async def _run_tasks(self, job: Job, job_log: JobLog, engines: list[EngineHandle],
+                         tasks: list[Task]) -> list[m.Reply]:
+        """Each engine takes the next task from the queue until none is left."""
+        replies: list[m.Reply | None] = [None] * len(tasks)
+        queue = deque(range(len(tasks)))
 
-        async def one(index: int, plan: m.SegmentPlan, engine: EngineHandle) -> m.Transcribed:
-            job_log(f"segment {index} -> engine {engine.index} (pid {engine.pid})")
-            try:
-                reply = await engine.call(
-                    m.Transcribe(job_id=job.id, segment=index, audio_path=str(folder.audio),
-                                 start_sample=plan.start, end_sample=plan.end, model=model, language=language)
-                )
-            except EngineDied as exc:
-                raise SegmentFailed(index, plan, f"{exc} while transcribing it") from None
-            if isinstance(reply, m.Failed):
-                raise SegmentFailed(index, plan, reply.reason)
-            assert isinstance(reply, m.Transcribed)
-            job_log(f"segment {index} done on engine {engine.index}: {reply.audio_seconds:.2f} s in "
-                    f"{reply.seconds:.2f} s (RTF {reply.seconds / max(reply.audio_seconds, 1e-9):.3f}), "
-                    f"{len(reply.words)} words")
-            return reply
+        async def drain(engine: EngineHandle) -> None:
+            while queue:
+                index = queue.popleft()
+                task = tasks[index]
+                job_log(f"{task.name} -> engine {engine.index} (pid {engine.pid})")
+                try:
+                    reply = await engine.call(task.request)
+                except EngineDied as exc:
+                    raise TaskFailed(f"{task.name} failed: {exc} while working on it") from None
+                if isinstance(reply, m.Failed):
+                    raise TaskFailed(f"{task.name} failed: {reply.reason}")
+                if isinstance(reply, (m.Transcribed, m.Diarized)):
+                    what = (f"{len(reply.words)} words" if isinstance(reply, m.Transcribed)
+                            else f"{len(reply.centroids)} speakers in {len(reply.turns)} turns")
+                    job_log(f"{task.name} done on engine {engine.index}: {reply.audio_seconds:.2f} s in "
+                            f"{reply.seconds:.2f} s (RTF {reply.seconds / max(reply.audio_seconds, 1e-9):.3f}), "
+                            f"{what}")
+                replies[index] = reply
 
-        tasks = [asyncio.create_task(one(i, p, e)) for i, (p, e) in enumerate(zip(plans, engines))]
+        workers = [asyncio.create_task(drain(e)) for e in engines[: len(tasks)]]
         try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            failed = next((t for t in tasks if t.done() and t.exception()), None)
+            done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            failed = next((w for w in workers if w.done() and w.exception()), None)
             if failed is not None:
+                queue.clear()
                 for engine in engines:
                     engine.cancel(job.id)
                 await asyncio.gather(*pending, return_exceptions=True)
                 raise failed.exception()
-            return [t.result() for t in tasks]
+            return replies  # type: ignore[return-value]
         finally:
-            for t in tasks:
-                t.cancel()
+            for w in workers:
+                w.cancel()

@@ -20,6 +20,7 @@ from gateway.jobs import DELETED, Job, JobTable
 from gateway.outputs import JobFolder, JobLog
 from gateway.pool import EngineHandle, EnginePool
 from gateway.runner import Runner, SplitSettings
+from gateway.speaker_id import SpeakerKeys
 from shared import messages as m
 
 log = logging.getLogger("chorus.worker")
@@ -39,8 +40,9 @@ class Worker:
         self.pool = EnginePool(engines)
         self.admission = Admission(len(engines))
         self.table = JobTable(settings.max_job_history)
+        self.speaker_keys = SpeakerKeys.from_env()
         self.runner = Runner(self.pool, self.admission, self.table, settings.max_audio_seconds,
-                             settings.split, self._finished)
+                             settings.split, self.speaker_keys, self._finished)
         self.shutting_down = False
 
     # ---- life of the worker ------------------------------------------------------------
@@ -64,6 +66,22 @@ class Worker:
         if self.shutting_down:
             raise ApiError(503, "Server busy", "the worker is shutting down")
         return self.admission.acquire(job_id, processing.engines)
+
+    def check_features(self, parsed: ParsedConfig) -> None:
+        """Refuse at submit what this worker is not set up to do."""
+        tc = parsed.transcription
+        if tc.diarization == "speaker" and not self.diarization_enabled:
+            raise ApiError(400, "Requested product not available",
+                           "speaker diarization is not enabled on this worker (--diarization-model none)")
+        sdc = tc.speaker_config
+        if (sdc.get_speakers or sdc.speakers) and not self.speaker_keys.configured:
+            raise ApiError(400, "Requested product not available",
+                           "speaker identification needs secrets: set SM_SPEAKER_ID_SECRETS_DIR to a folder "
+                           "of s.<n> files (none are configured on this worker)")
+
+    @property
+    def diarization_enabled(self) -> bool:
+        return all(s.diarization for s in self.pool.settings)
 
     async def start_job(
         self, job: Job, slots: list[int], config_text: str, upload: IO[bytes]

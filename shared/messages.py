@@ -37,6 +37,7 @@ class EngineSettings(msgspec.Struct, frozen=True):
     threads: int
     cores: list[int]  # CPU cores to pin to; empty: no pinning
     models: dict[str, str]  # "standard"/"enhanced" -> local folder or hub name
+    diarization: str | None = None  # speaker models folder or pyannote pipeline; None: off
 
 
 # ---- gateway -> engine ---------------------------------------------------------------
@@ -49,6 +50,7 @@ class Decode(msgspec.Struct, tag=True):
     source_path: str
     audio_path: str  # where to write the raw float32 samples
     max_seconds: float
+    split_channels: bool = False  # also write each channel to `<audio_path>.ch<n>`
 
 
 class Plan(msgspec.Struct, tag=True):
@@ -86,6 +88,14 @@ class Transcribe(msgspec.Struct, tag=True):
     vad_filter: bool = True
 
 
+class Diarize(msgspec.Struct, tag=True):
+    """Who spoke when, over a whole decoded file."""
+
+    job_id: str
+    audio_path: str
+    sensitivity: float  # speaker_sensitivity 0..1: higher gives more speakers
+
+
 class Cancel(msgspec.Struct, tag=True):
     """Abandon the job's request in progress (checked between decoded windows)."""
 
@@ -96,7 +106,7 @@ class Stop(msgspec.Struct, tag=True):
     pass
 
 
-Request = Decode | Plan | Transcribe | Cancel | Stop
+Request = Decode | Plan | Transcribe | Diarize | Cancel | Stop
 
 
 # ---- engine -> gateway ---------------------------------------------------------------
@@ -110,6 +120,7 @@ class Ready(msgspec.Struct, tag=True):
     threads: int
     cores: list[int]
     models: list[ModelInfo]
+    diarization: str | None  # the speaker model id, when diarization is loaded
     load_seconds: float
 
 
@@ -123,6 +134,11 @@ class Decoded(msgspec.Struct, tag=True):
     samples: int
     duration: float
     seconds: float  # time spent decoding
+    channels: int = 1  # channels written apart (split_channels); 1 otherwise
+
+
+def channel_path(audio_path: str, channel: int) -> str:
+    return f"{audio_path}.ch{channel}"
 
 
 class Planned(msgspec.Struct, tag=True):
@@ -144,6 +160,21 @@ class Transcribed(msgspec.Struct, tag=True):
     seconds: float  # time spent transcribing
 
 
+class Turn(msgspec.Struct, array_like=True, frozen=True):
+    start: float
+    end: float
+    speaker: int  # index into Diarized.centroids
+
+
+class Diarized(msgspec.Struct, tag=True):
+    job_id: str
+    turns: list[Turn]
+    centroids: list[list[float]]  # one embedding per speaker (may be empty for some pipelines)
+    model_id: str
+    audio_seconds: float
+    seconds: float
+
+
 class Failed(msgspec.Struct, tag=True):
     """A request failed for a reason that belongs to the job (bad audio, ...)."""
 
@@ -151,7 +182,7 @@ class Failed(msgspec.Struct, tag=True):
     reason: str
 
 
-Reply = Ready | LoadFailed | Decoded | Planned | Transcribed | Failed
+Reply = Ready | LoadFailed | Decoded | Planned | Transcribed | Diarized | Failed
 
 _request_encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(Request)

@@ -52,11 +52,17 @@ class Metadata(msgspec.Struct, omit_defaults=True):
     output_config: dict[str, Any] | None = None
 
 
+class SpeakerInfo(msgspec.Struct):
+    label: str
+    speaker_identifiers: list[str]
+
+
 class Transcript(msgspec.Struct, omit_defaults=True):
     format: str
     job: JobInfo
     metadata: Metadata
     results: list[Result]
+    speakers: list[SpeakerInfo] | None = None
 
 
 def _split_marks(text: str) -> tuple[list[str], str, list[str]]:
@@ -80,30 +86,38 @@ def _marks(run: str) -> list[str]:
     return out
 
 
-def _punct(mark: str, at: float, attaches_to: str, language: str) -> Result:
-    return Result(
-        type="punctuation",
-        start_time=at,
-        end_time=at,
-        attaches_to=attaches_to,
-        is_eos=mark in SENTENCE_END,
-        alternatives=[Alternative(content=mark, confidence=1.0, language=language, speaker="UU")],
-    )
+def words_to_results(
+    words: list[Word], language: str, speakers: list[str] | None = None, channel: str | None = None
+) -> list[Result]:
+    """Engine words (punctuation attached, as Whisper writes them) -> json-v2 results.
 
-
-def words_to_results(words: list[Word], language: str) -> list[Result]:
-    """Engine words (punctuation attached, as Whisper writes them) -> json-v2 results."""
+    Each word carries its speaker (`UU` when none) and channel; punctuation takes its word's.
+    """
     results: list[Result] = []
-    for word in words:
+    speaker = "UU"
+
+    def _punct(mark: str, at: float, attaches_to: str) -> Result:
+        return Result(
+            type="punctuation",
+            start_time=at,
+            end_time=at,
+            attaches_to=attaches_to,
+            is_eos=mark in SENTENCE_END,
+            alternatives=[Alternative(content=mark, confidence=1.0, language=language, speaker=speaker)],
+            channel=channel,
+        )
+
+    for n, word in enumerate(words):
+        speaker = speakers[n] if speakers else "UU"
         start, end = round(word.start, 2), round(max(word.end, word.start), 2)
         leading, core, trailing = _split_marks(word.text.strip())
         if not core:  # a token that is punctuation only
             for mark in leading + trailing:
                 side = "next" if mark in _OPENING or not results else "previous"
-                results.append(_punct(mark, start if side == "next" else end, side, language))
+                results.append(_punct(mark, start if side == "next" else end, side))
             continue
         for mark in leading:
-            results.append(_punct(mark, start, "next", language))
+            results.append(_punct(mark, start, "next"))
         results.append(
             Result(
                 type="word",
@@ -114,13 +128,14 @@ def words_to_results(words: list[Word], language: str) -> list[Result]:
                         content=core,
                         confidence=round(word.probability, 2),
                         language=language,
-                        speaker="UU",
+                        speaker=speaker,
                     )
                 ],
+                channel=channel,
             )
         )
         for mark in trailing:
-            results.append(_punct(mark, end, "previous", language))
+            results.append(_punct(mark, end, "previous"))
     return results
 
 

@@ -83,7 +83,7 @@ def test_curl_style_job_end_to_end(idle_server, speech):
 
     log = idle_server.http.get(f"/v2/jobs/{job_id}/log")
     assert log.headers["content-type"].startswith("text/plain")
-    for fragment in ("received job", "decoded 3.", "segment 0 -> engine", "standard model", "segment 0 done", "job done"):
+    for fragment in ("received job", "decoded 3.", "segment 0 (0.00-3.29 s) -> engine", "standard model", "done on engine", "job done"):
         assert fragment in log.text
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO", log.text)
 

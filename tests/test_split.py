@@ -104,9 +104,9 @@ def test_k_engines_match_the_unsplit_transcript(server, recording, unsplit, k):
         inside = [w for w, s, e in timed_words(unsplit) if s + 0.05 < cut < e - 0.05]
         assert not inside, f"cut at {cut} inside {inside}"
     log = server.http.get(f"/v2/jobs/{job_id}/log").text
-    engines_used = set(re.findall(r"segment \d -> engine (\d)", log))
+    engines_used = set(re.findall(r"segment \d \([^)]*\) -> engine (\d)", log))
     assert len(engines_used) == k
-    assert len(re.findall(r"segment \d done on engine \d: [\d.]+ s in [\d.]+ s", log)) == k
+    assert len(re.findall(r"segment \d \([^)]*\) done on engine \d: [\d.]+ s in [\d.]+ s", log)) == k
 
     assert_well_formed(split, duration)
     assert_matches_except_near_cuts(unsplit, split, cuts)
@@ -179,7 +179,7 @@ def test_engine_killed_mid_segment(idle_server, recording, speech):
     deadline = time.monotonic() + 60
     pid = None
     while pid is None and time.monotonic() < deadline:
-        found = re.search(r"segment 1 -> engine (\d) \(pid (\d+)\)", idle_server.http.get(f"/v2/jobs/{job_id}/log").text)
+        found = re.search(r"segment 1 \([^)]*\) -> engine (\d) \(pid (\d+)\)", idle_server.http.get(f"/v2/jobs/{job_id}/log").text)
         pid = int(found.group(2)) if found else None
         time.sleep(0.05)
     assert pid

@@ -56,7 +56,7 @@ def own_server(tmp_path, corpus):
 def _engine_pid(server: ChorusServer, job_id: str) -> int:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        found = re.search(r"segment 0 -> engine \d \(pid (\d+)\)", server.http.get(f"/v2/jobs/{job_id}/log").text)
+        found = re.search(r"segment 0 \([^)]*\) -> engine \d \(pid (\d+)\)", server.http.get(f"/v2/jobs/{job_id}/log").text)
         if found:
             return int(found.group(1))
         time.sleep(0.05)

@@ -188,3 +188,74 @@ def long_recording(seconds: float, seed: int = 7) -> tuple[np.ndarray, str]:
         texts.append(text)
         total += samples.size + pause.size
     return np.concatenate(parts), " ".join(texts)
+
+
+# ---- voices for the speaker tests ---------------------------------------------------------
+
+
+def sample_turns(min_seconds: float = 1.5) -> dict[str, list[np.ndarray]]:
+    """The two speakers of pyannote's sample call ("call-a", "call-b"): the parts of their
+    turns where the other is silent, at least `min_seconds` long."""
+    path, _ = pyannote_sample()
+    audio = decode(path)
+    rows = [line.split() for line in path.with_suffix(".rttm").read_text().splitlines()]
+    spans = [(float(r[3]), float(r[3]) + float(r[4]), r[7]) for r in rows]
+    names = {label: f"call-{'ab'[i]}" for i, label in enumerate(dict.fromkeys(w for _, _, w in spans))}
+    turns: dict[str, list[np.ndarray]] = {}
+    for start, end, who in spans:
+        pieces = [(start, end)]
+        for s, e, w in spans:
+            if w != who:
+                pieces = [p for a, b in pieces for p in ((a, min(b, s)), (max(a, e), b)) if p[1] > p[0]]
+        for a, b in pieces:
+            if b - a >= min_seconds:
+                turns.setdefault(names[who], []).append(audio[int(a * RATE):int(b * RATE)])
+    return turns
+
+
+def speech_spans(samples: np.ndarray) -> list[tuple[float, float]]:
+    """Where a clip has speech (Silero VAD, pauses of 300 ms and more are silence)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(min_silence_duration_ms=300, speech_pad_ms=30)
+    return [(t["start"] / RATE, t["end"] / RATE) for t in get_speech_timestamps(samples, options)]
+
+
+def voices() -> dict[str, list[np.ndarray]]:
+    """Four real voices, each as a list of turns of speech."""
+    allison = [prompt(n)[0] for n in ("agent-pass", "conf-onlyperson", "vm-newpassword", "pbx-invalid",
+                                      "agent-incorrect", "conf-getpin")]
+    reader = [clip for clip, _ in librivox()]
+    sample = sample_turns()
+    return {"allison": allison, "reader": reader, **sample}
+
+
+def conversation(order: list[str], seed: int = 3) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Turns of the named voices in `order`, 0.6-1.2 s apart. Returns the samples and the
+    reference (start, end, speaker) spans, with pauses inside a turn marked as silence."""
+    rng = np.random.default_rng(seed)
+    pool = {name: list(turns) for name, turns in voices().items()}
+    parts: list[np.ndarray] = []
+    reference: list[tuple[float, float, str]] = []
+    t = 0.0
+    for name in order:
+        clip = pool[name].pop(0)
+        pool[name].append(clip)
+        reference += [(t + s, t + e, name) for s, e in speech_spans(clip)]
+        pause = silence(float(rng.uniform(0.6, 1.2)))
+        parts += [clip, pause]
+        t += (clip.size + pause.size) / RATE
+    return np.concatenate(parts), reference
+
+
+def write_stereo(left: np.ndarray, right: np.ndarray, path: Path) -> Path:
+    n = max(left.size, right.size)
+    frames = np.zeros((n, 2), dtype=np.float32)
+    frames[: left.size, 0], frames[: right.size, 1] = left, right
+    pcm = (np.clip(frames, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm.tobytes())
+    return path

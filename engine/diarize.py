@@ -1,0 +1,104 @@
+"""Speaker diarization with pyannote.audio's SpeakerDiarization pipeline, held warm in the engine.
+
+Embedded default: pyannote's own pipeline class with the segmentation-3.0 checkpoint, CAM++
+as its embedding model and agglomerative clustering (which, unlike VBx, needs no PLDA).
+A user may point at a full pyannote pipeline instead: a local folder with config.yaml, or
+a hub name (with HF_TOKEN set) when online, e.g. pyannote/speaker-diarization-community-1.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shared.messages import SAMPLE_RATE, Diarize, Diarized, Turn
+
+EMBEDDED_MODEL_ID = "chorus-seg3.0-campplus-192"
+# Cosine-distance threshold of the clustering at speaker_sensitivity 0.5, and how far the
+# sensitivity moves it (0 -> +SPAN: fewer speakers; 1 -> -SPAN: more speakers). On
+# pyannote's sample call the two speakers stay apart from 0.5 to 0.7 and merge at 0.8.
+THRESHOLD = 0.60
+SPAN = 0.15
+# Segmentation windows (10 s) every 2 s rather than pyannote's 1 s: half the embeddings
+# for +0.8 DER points on the sample (bench/diarize.py).
+SEGMENTATION_STEP = 0.2
+
+
+def _no_plda():
+    """SpeakerDiarization's constructor always loads a PLDA; agglomerative clustering never
+    uses it, so it gets an empty one instead of a hub download."""
+    from pyannote.audio.core.plda import PLDA
+
+    class NoPLDA(PLDA):
+        def __init__(self) -> None:  # noqa: D401 - nothing to load
+            pass
+
+    return NoPLDA()
+
+
+class Diarizer:
+    def __init__(self, source: str, threads: int, device: str) -> None:
+        import torch
+        from pyannote.audio import Model, Pipeline
+        from pyannote.audio.pipelines import SpeakerDiarization
+
+        torch.set_num_threads(threads)
+        self.embedded = (Path(source) / "campplus").is_dir()
+        if self.embedded:
+            from engine.campplus import CamPlusPlus
+
+            folder = Path(source)
+            self.pipeline = SpeakerDiarization(
+                segmentation=Model.from_pretrained(str(folder / "segmentation-3.0" / "pytorch_model.bin")),
+                embedding=CamPlusPlus(str(folder / "campplus" / "campplus_cn_en_common.pt")),
+                segmentation_step=SEGMENTATION_STEP,
+                plda=_no_plda(),
+                clustering="AgglomerativeClustering",
+                embedding_batch_size=32,
+                segmentation_batch_size=32,
+            )
+            self.model_id = EMBEDDED_MODEL_ID
+            self._params(0.5)
+        else:
+            self.pipeline = Pipeline.from_pretrained(source, token=os.environ.get("HF_TOKEN"))
+            self.model_id = f"pyannote:{source}"
+        if device == "cuda":
+            self.pipeline.to(torch.device("cuda"))
+
+    def _params(self, sensitivity: float) -> None:
+        threshold = THRESHOLD + (0.5 - sensitivity) * 2 * SPAN
+        self.pipeline.instantiate({
+            "segmentation": {"min_duration_off": 0.0},
+            "clustering": {"method": "centroid", "min_cluster_size": 12, "threshold": threshold},
+        })
+
+    def __call__(self, request: Diarize) -> Diarized:
+        import torch
+
+        started = time.perf_counter()
+        audio = np.fromfile(request.audio_path, dtype=np.float32)
+        if self.embedded:
+            self._params(request.sensitivity)
+        output = self.pipeline({"waveform": torch.from_numpy(audio)[None], "sample_rate": SAMPLE_RATE})
+        # Words are assigned to the exclusive turns (one speaker at a time); the centroids
+        # follow the order of the full diarization's labels.
+        full = getattr(output, "speaker_diarization", output)
+        annotation = getattr(output, "exclusive_speaker_diarization", full)
+        labels = list(full.labels())
+        turns = [
+            Turn(start=float(segment.start), end=float(segment.end), speaker=labels.index(label))
+            for segment, _, label in annotation.itertracks(yield_label=True)
+        ]
+        embeddings = getattr(output, "speaker_embeddings", None)
+        centroids = [] if embeddings is None else [[float(x) for x in row] for row in np.asarray(embeddings)]
+        return Diarized(
+            job_id=request.job_id,
+            turns=sorted(turns, key=lambda t: t.start),
+            centroids=centroids[: len(labels)],
+            model_id=self.model_id,
+            audio_seconds=audio.size / SAMPLE_RATE,
+            seconds=time.perf_counter() - started,
+        )

@@ -1,0 +1,131 @@
+"""From engine replies to the job's transcript files: merge, speakers, json-v2, txt, srt.
+
+Runs in a worker thread (for long audio it is tens of thousands of results).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from datetime import datetime, timezone
+
+import msgspec
+
+from gateway import speaker_id, speakers
+from gateway.jobs import Job, iso_ms
+from gateway.merge import merge
+from gateway.outputs import JobFolder, JobLog
+from shared import languages, render
+from shared import messages as m
+from shared.transcript import JobInfo, Metadata, Result, SpeakerInfo, Transcript, encode, words_to_results
+
+ORCHESTRATOR_VERSION = "chorus-0.1.0"
+
+
+class Heard(msgspec.Struct):
+    """Everything the engines returned for a job."""
+
+    plans: list[m.SegmentPlan]  # per ASR task: whole channel, or a segment of the mix
+    replies: list[m.Transcribed]
+    language: str  # Whisper code, detected or requested
+    channels: int  # > 1 for channel diarization: one task per channel
+    diarized: m.Diarized | None = None
+
+
+def channel_labels(job: Job, count: int) -> list[str]:
+    given = job.parsed.transcription.channel_diarization_labels or []
+    return [given[i] if i < len(given) else f"Channel {i + 1}" for i in range(count)]
+
+
+class SpeakerLabels(msgspec.Struct):
+    words: list[str]  # one per word: S1, S2, … an enrolled name, or UU
+    names: dict[int, str]  # diarized speaker index -> label
+    speakers: list[SpeakerInfo] | None  # top-level `speakers` (get_speakers)
+
+
+def label_speakers(job: Job, diarized: m.Diarized, words: list[m.Word], keys: speaker_id.SpeakerKeys,
+                   job_log: JobLog) -> SpeakerLabels:
+    """S1, S2, … by first appearance; enrolled voices get their names instead."""
+    sdc = job.parsed.transcription.speaker_config
+    who = speakers.assign(words, diarized.turns, sdc.prefer_current_speaker)
+    order = [*dict.fromkeys(i for i in who if i is not None),
+             *(i for i in dict.fromkeys(t.speaker for t in diarized.turns) if i not in who)]
+    identified: dict[int, str] = {}
+    if sdc.speakers:
+        enrolled: dict[str, list] = {}
+        for entry in sdc.speakers:
+            for identifier in entry.speaker_identifiers:
+                try:
+                    enrolled.setdefault(entry.label, []).append(
+                        keys.decrypt(identifier, diarized.model_id, job.user_id))
+                except speaker_id.IdentifierRejected as exc:
+                    job_log(f"speaker identifier for {entry.label!r} ignored: {exc}", "WARNING")
+        for index, (label, score) in speaker_id.match(diarized.centroids, enrolled).items():
+            job_log(f"speaker identified: diarized speaker {index} is {label!r} (cosine similarity {score:.2f})")
+            identified[index] = label
+    unknown = iter(range(1, len(order) + 1))
+    names = {i: identified[i] if i in identified else f"S{next(unknown)}" for i in order}
+    known = None
+    if sdc.get_speakers:
+        known = [SpeakerInfo(label=names[i], speaker_identifiers=[
+                     keys.encrypt(diarized.centroids[i], diarized.model_id, job.user_id)])
+                 for i in order if i in who and i < len(diarized.centroids)
+                 and all(math.isfinite(x) for x in diarized.centroids[i])]
+    return SpeakerLabels(words=[names[i] if i is not None else speakers.UNKNOWN for i in who],
+                         names=names, speakers=known)
+
+
+def rttm(job: Job, diarized: m.Diarized, names: dict[int, str]) -> str:
+    return "".join(f"SPEAKER {job.id} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> "
+                   f"{names.get(t.speaker, f'speaker{t.speaker}').replace(' ', '_')} <NA> <NA>\n"
+                   for t in diarized.turns)
+
+
+def build_transcript(job: Job, heard: Heard, words: list[m.Word], labels: SpeakerLabels | None) -> Transcript:
+    tc = job.parsed.transcription
+    language = languages.from_whisper(heard.language) if tc.language == "auto" else tc.language
+    if heard.channels > 1:
+        names = channel_labels(job, heard.channels)
+        streams = [words_to_results(reply.words, language, channel=names[c])
+                   for c, reply in enumerate(heard.replies)]
+        results: list[Result] = list(heapq.merge(*streams, key=lambda r: r.start_time))
+    else:
+        results = words_to_results(words, language, labels and labels.words)
+    output_config = job.parsed.echo.get("output_config")
+    return Transcript(
+        format="2.9",
+        job=JobInfo(id=job.id, created_at=iso_ms(job.created), data_name=job.data_name,
+                    duration=job.duration, tracking=job.parsed.config.tracking),
+        metadata=Metadata(
+            created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            type="transcription",
+            transcription_config=job.parsed.echo["transcription_config"],
+            language_pack_info=languages.pack_info(language),
+            orchestrator_version=ORCHESTRATOR_VERSION,
+            output_config=output_config if isinstance(output_config, dict) else None,
+        ),
+        results=results,
+        speakers=labels.speakers if labels else None,
+    )
+
+
+def write_outputs(job: Job, folder: JobFolder, heard: Heard, keys: speaker_id.SpeakerKeys,
+                  job_log: JobLog) -> int:
+    """Build json-v2, render txt/srt from it, write them (and the speaker turns as RTTM);
+    returns the word count."""
+    labels = None
+    words = merge(heard.plans, heard.replies) if heard.channels == 1 else []
+    if heard.diarized is not None and heard.channels == 1:
+        labels = label_speakers(job, heard.diarized, words, keys, job_log)
+    transcript = build_transcript(job, heard, words, labels)
+    output = job.parsed.config.output_config
+    srt = output.srt_overrides if output and output.srt_overrides else None
+    files: dict[str, bytes | str] = {
+        "json": encode(transcript),
+        "txt": render.to_txt(transcript),
+        "srt": render.to_srt(transcript, *((srt.max_line_length, srt.max_lines) if srt else ())),
+    }
+    if labels is not None and heard.diarized is not None:
+        files["rttm"] = rttm(job, heard.diarized, labels.names)
+    folder.write_transcripts(files)
+    return sum(1 for r in transcript.results if r.type == "word")
