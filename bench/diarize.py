@@ -26,7 +26,7 @@ def run(server: ChorusServer, audio: Path, diarization: str, engines: int) -> tu
     config = {"type": "transcription", "transcription_config": {"language": "en", "diarization": diarization}}
     started = time.perf_counter()
     job_id = server.submit(audio, config, processing={"parallel_engines": engines}).json()["id"]
-    server.http.get(f"/v2/jobs/{job_id}/transcript", params={"wait": 300}).raise_for_status()
+    server.http.get(f"/v2/jobs/{job_id}/transcript", params={"wait": 300}, timeout=330).raise_for_status()
     wall = time.perf_counter() - started
     found = re.search(r"speaker diarization done on engine \d: [\d.]+ s in [\d.]+ s \(RTF ([\d.]+)\)",
                       server.http.get(f"/v2/jobs/{job_id}/log").text)

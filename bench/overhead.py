@@ -40,7 +40,7 @@ def http_round_trip(server: ChorusServer, audio: Path, model: str) -> float:
     job_id = server.submit(audio, config).json()["id"]
     # Long-poll (`?wait=`) answers the moment the job ends, without a client spinning on
     # the CPU the engine needs.
-    server.http.get(f"/v2/jobs/{job_id}/transcript", params={"wait": 120}).raise_for_status()
+    server.http.get(f"/v2/jobs/{job_id}/transcript", params={"wait": 120}, timeout=150).raise_for_status()
     return time.perf_counter() - started
 
 

@@ -26,7 +26,7 @@ def run_job(server: ChorusServer, audio: Path, k: int) -> tuple[float, str, floa
     """Wall seconds (POST to transcript), transcript text, planning seconds, segments."""
     started = time.perf_counter()
     job_id = server.submit(audio, CONFIG, processing={"parallel_engines": k}).json()["id"]
-    transcript = server.http.get(f"/v2/jobs/{job_id}/transcript", params={"wait": 300}).json()
+    transcript = server.http.get(f"/v2/jobs/{job_id}/transcript", params={"wait": 300}, timeout=330).json()
     wall = time.perf_counter() - started
     log = server.http.get(f"/v2/jobs/{job_id}/log").text
     planned = re.search(r"plan: (\d+) segment\(s\).* planned in ([\d.]+) s", log)

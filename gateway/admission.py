@@ -1,6 +1,13 @@
-"""Exact engine accounting: a job takes k engine slots from the free set, or none at all."""
+"""Exact engine accounting: a job takes k engine slots from the free set, or none at all.
+
+With a queue (`--queue-size Q`), a job that does not fit now may wait, up to Q of them, and
+they start in arrival order: the head of the queue is never overtaken.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
 
 
 class Busy(Exception):
@@ -12,22 +19,52 @@ class Busy(Exception):
 
 
 class Admission:
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, queue_size: int = 0) -> None:
         self.total = total
+        self.queue_size = queue_size
         self._free = list(range(total))
         self._held: dict[str, list[int]] = {}  # job id -> engine slots, in admission order
+        self._waiting: OrderedDict[str, tuple[int, asyncio.Future[list[int]]]] = OrderedDict()
 
-    def acquire(self, job_id: str, count: int) -> list[int]:
-        """Take `count` slots at once (no await in here: atomic on the event loop)."""
-        if count > len(self._free):
-            raise Busy(count, self.in_use, self.total)
+    def acquire(self, job_id: str, count: int) -> list[int] | None:
+        """Take `count` slots at once (no await in here: atomic on the event loop).
+
+        Returns the slots, or None when the job was queued (await `wait_turn`); raises
+        Busy when it can neither start nor wait.
+        """
+        if count <= len(self._free) and not self._waiting:
+            return self._take(job_id, count)
+        if count <= self.total and len(self._waiting) < self.queue_size:
+            self._waiting[job_id] = (count, asyncio.get_running_loop().create_future())
+            return None
+        raise Busy(count, self.in_use, self.total)
+
+    def _take(self, job_id: str, count: int) -> list[int]:
         slots, self._free = self._free[:count], self._free[count:]
         self._held[job_id] = slots
         return slots
 
+    async def wait_turn(self, job_id: str) -> list[int]:
+        return await self._waiting[job_id][1]
+
+    def position(self, job_id: str) -> int:
+        return list(self._waiting).index(job_id) + 1
+
     def release(self, job_id: str) -> None:
         self._free.extend(self._held.pop(job_id, ()))
         self._free.sort()
+        waiting = self._waiting.pop(job_id, None)
+        if waiting and not waiting[1].done():
+            waiting[1].cancel()
+        while self._waiting:  # start queued jobs, in order, while the head fits
+            head, (count, future) = next(iter(self._waiting.items()))
+            if count > len(self._free):
+                break
+            del self._waiting[head]
+            future.set_result(self._take(head, count))
+
+    def slots_of(self, job_id: str) -> list[int]:
+        return list(self._held.get(job_id, ()))
 
     @property
     def in_use(self) -> int:
@@ -37,9 +74,10 @@ class Admission:
     def unused(self) -> int:
         return len(self._free)
 
-    def slots_of(self, job_id: str) -> list[int]:
-        return list(self._held.get(job_id, ()))
-
     def active(self) -> dict[str, int]:
         """Job id -> number of engines it holds."""
         return {job_id: len(slots) for job_id, slots in self._held.items()}
+
+    def queued(self) -> dict[str, int]:
+        """Waiting job id -> engines it asked for, in arrival order."""
+        return {job_id: count for job_id, (count, _) in self._waiting.items()}

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import PurePosixPath, PureWindowsPath
 
 import msgspec
-from starlette.datastructures import UploadFile
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
@@ -17,6 +17,8 @@ from gateway.errors import ApiError, bad_request, error_response, json_response
 from gateway.jobconfig import parse_config, parse_processing_data
 from gateway.jobs import DELETED, DONE, REJECTED, Job, JobDetails, iso_ms, new_job_id
 from gateway.outputs import JobFolder
+from gateway.openapi import build as build_openapi
+from gateway.upload import receive
 from gateway.worker import Worker
 
 TRANSCRIPT_FORMATS = {None: "json", "json": "json", "json-v2": "json", "json_v2": "json",
@@ -42,10 +44,11 @@ class ActiveJob(msgspec.Struct):
     parallel_engines: int
 
 
-class Capacity(msgspec.Struct):
+class Capacity(msgspec.Struct, omit_defaults=True):
     active_jobs: list[ActiveJob]
     max_engines: int
     unused_engines: int
+    queued_jobs: list[ActiveJob] | None = None  # with --queue-size: waiting, in arrival order
 
 
 def _worker(request: Request) -> Worker:
@@ -58,16 +61,6 @@ def _data_name(filename: str | None) -> str:
     return "".join(ch for ch in name if ch.isprintable())[:255]
 
 
-async def _text_field(value: str | UploadFile) -> str:
-    if isinstance(value, str):
-        return value
-    data = await value.read()  # a config sent as a file part
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise bad_request("config is not valid UTF-8 text", error="Job rejected") from None
-
-
 async def create_job(request: Request) -> Response:
     worker = _worker(request)
     processing = parse_processing_data(request.headers.get("x-sm-processing-data"))
@@ -77,30 +70,32 @@ async def create_job(request: Request) -> Response:
         slots = worker.reserve(job_id, processing)
     except Busy as exc:
         return error_response(503, "Server busy", str(exc))
+    folder = JobFolder(worker.root, job_id)
     started = False
     try:
-        form = await request.form(max_files=8, max_fields=32)
-        try:
-            if "config" not in form:
-                raise bad_request("the multipart field 'config' is missing", error="Job rejected")
-            config_text = await _text_field(form["config"])
-            parsed = parse_config(config_text)
-            worker.check_features(parsed)
-            data_file = form.get("data_file")
-            if not isinstance(data_file, UploadFile):
-                if parsed.config.fetch_data is not None and data_file is None:
-                    raise ApiError(400, "Not Implemented",
-                                   "fetch_data is not supported by this worker yet; upload data_file")
-                raise bad_request("the multipart field 'data_file' (an uploaded file) is missing",
-                                  error="Missing data_file")
-            job = Job(job_id, parsed, _data_name(data_file.filename), processing.engines, processing.user_id)
-            await worker.start_job(job, slots, config_text, data_file.file)
-            started = True
-        finally:
-            await form.close()
+        await asyncio.to_thread(folder.path.mkdir, parents=True)
+        upload = await receive(request, folder.upload, worker.settings.max_upload_bytes)
+        if "config" not in upload.fields:
+            raise bad_request("the multipart field 'config' is missing", error="Job rejected")
+        config_text = upload.fields["config"]
+        parsed = parse_config(config_text)
+        worker.check_features(parsed)
+        fetch = parsed.config.fetch_data
+        if upload.filename is None and fetch is None:
+            raise bad_request("the multipart field 'data_file' (an uploaded file) is missing"
+                              + (": it came as a plain field" if "data_file" in upload.fields else ""),
+                              error="Missing data_file")
+        if upload.filename is not None and fetch is not None:
+            raise bad_request("send either data_file or config.fetch_data, not both")
+        await asyncio.to_thread(folder.write_config, config_text)
+        job = Job(job_id, parsed, "" if fetch else _data_name(upload.filename), processing.engines,
+                  processing.user_id, config_text)
+        await worker.start_job(job, slots, upload.size)
+        started = True
     finally:
         if not started:
             worker.admission.release(job_id)
+            await asyncio.to_thread(folder.remove)
     return json_response(Created(id=job.id, created_at=iso_ms(job.created)), 201)
 
 
@@ -204,6 +199,8 @@ async def capacity(request: Request) -> Response:
             active_jobs=[ActiveJob(job_id=j, parallel_engines=k) for j, k in admission.active().items()],
             max_engines=admission.total,
             unused_engines=admission.unused,
+            queued_jobs=[ActiveJob(job_id=j, parallel_engines=k) for j, k in admission.queued().items()]
+            if admission.queue_size else None,
         )
     )
 
@@ -221,6 +218,22 @@ async def ready(request: Request) -> Response:
     return json_response({"ready": ok, "engines_used": worker.admission.in_use}, 200 if ok else 503)
 
 
+async def metrics(request: Request) -> Response:
+    registry = _worker(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+_OPENAPI: bytes | None = None
+
+
+async def openapi(request: Request) -> Response:
+    global _OPENAPI
+    if _OPENAPI is None:
+        _OPENAPI = msgspec.json.encode(build_openapi(
+            {"Created": Created, "JobEnvelope": JobEnvelope, "JobList": JobList, "Capacity": Capacity}))
+    return Response(_OPENAPI, media_type="application/json")
+
+
 routes = [
     Route("/v2/jobs", create_job, methods=["POST"]),
     Route("/v2/jobs", list_jobs, methods=["GET"]),
@@ -231,4 +244,6 @@ routes = [
     Route("/jobs", capacity, methods=["GET"]),
     Route("/live", live, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]

@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 from gateway.api import routes
+from gateway.edge import Edge
 from gateway.errors import ApiError, handle_api_error, handle_http_exception
+from gateway.metrics import WorkerCollector
 from gateway.worker import Worker
 
 
@@ -26,6 +29,10 @@ def create_app(worker: Worker) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        middleware=[Middleware(Edge, routes=routes, metrics=worker.metrics, api_key=worker.settings.api_key)],
     )
     app.state.worker = worker
+    worker.metrics.registry.register(WorkerCollector(
+        engines=lambda: worker.pool.engines, jobs_by_status=worker.jobs_by_status,
+        in_use=lambda: worker.admission.in_use, total=worker.admission.total))
     return app

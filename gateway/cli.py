@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "a pyannote pipeline folder or hub name (HF_TOKEN when needed), or 'none'")
     serve.add_argument("--max-audio-seconds", type=float, default=7200.0,
                        help="longest audio a job may have (default 2 h)")
+    serve.add_argument("--max-upload-mb", type=_positive, default=2048,
+                       help="largest upload or fetched file, MiB (413 past it, while streaming)")
+    serve.add_argument("--queue-size", type=int, default=0,
+                       help="jobs that may wait for engines instead of a 503 (default 0: refuse)")
+    serve.add_argument("--drain-timeout", type=float, default=600.0,
+                       help="on SIGTERM/SIGINT, seconds running jobs get to finish before they are rejected")
+    serve.add_argument("--api-key", default=os.environ.get("CHORUS_API_KEY"),
+                       help="require 'Authorization: Bearer <key>' on /v2/* (default: $CHORUS_API_KEY; none: open)")
     serve.add_argument("--split-window-seconds", type=float, default=30.0,
                        help="how far a k-engine cut may move from its ideal point to find a pause "
                             "(0: always cut at the ideal point, with overlapping segments)")
@@ -147,6 +155,10 @@ async def _serve(args: argparse.Namespace, engines: list[EngineSettings]) -> Non
             max_audio_seconds=args.max_audio_seconds,
             split=SplitSettings(window_seconds=args.split_window_seconds,
                                 overlap_seconds=args.split_overlap_seconds),
+            queue_size=max(0, args.queue_size),
+            drain_timeout=args.drain_timeout,
+            max_upload_bytes=args.max_upload_mb << 20,
+            api_key=args.api_key or None,
         ),
         engines,
     )
@@ -159,8 +171,16 @@ async def _serve(args: argparse.Namespace, engines: list[EngineSettings]) -> Non
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    draining: list[asyncio.Task] = []
+
+    def drain_then_stop() -> None:
+        # /ready and new jobs answer 503 at once; HTTP stays up while running jobs finish.
+        if not draining:
+            draining.append(loop.create_task(worker.drain()))
+            draining[0].add_done_callback(lambda _: stop.set())
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, drain_then_stop)
     logging.getLogger("chorus").info("listening on %s with %d engine(s)", config.bind[0], len(engines))
     await serve(create_app(worker), config, shutdown_trigger=stop.wait)
 

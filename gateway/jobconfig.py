@@ -68,10 +68,22 @@ class FetchData(msgspec.Struct):
     auth_headers: list[str] | None = None
 
 
+NotificationContent = Literal["jobinfo", "transcript", "transcript.json-v2", "transcript.txt",
+                              "transcript.srt", "data", "text"]
+
+
+class NotificationConfig(msgspec.Struct):
+    url: str
+    contents: list[NotificationContent] | None = None
+    method: Literal["post", "put"] = "post"
+    auth_headers: list[str] | None = None
+
+
 class JobConfig(msgspec.Struct):
     type: str
     transcription_config: TranscriptionConfig | None = None
     fetch_data: FetchData | None = None
+    notification_config: Annotated[list[NotificationConfig], msgspec.Meta(max_length=3)] | None = None
     output_config: OutputConfig | None = None
     tracking: dict[str, Any] | None = None
 

@@ -36,6 +36,20 @@ class JobErrorItem(msgspec.Struct):
     message: str
 
 
+class StoredJob(msgspec.Struct, frozen=True):
+    """A job as the durable store keeps it (gateway/store.py)."""
+
+    id: str
+    created_at: datetime
+    data_name: str
+    config: str  # the submitted config text
+    engines: int
+    user_id: str | None
+    status: str
+    duration: int
+    errors: list[JobErrorItem]
+
+
 class JobDetails(msgspec.Struct):
     id: str
     created_at: str
@@ -50,11 +64,13 @@ class JobDetails(msgspec.Struct):
 
 class Job:
     def __init__(
-        self, job_id: str, parsed: ParsedConfig, data_name: str, engines: int, user_id: str | None
+        self, job_id: str, parsed: ParsedConfig, data_name: str, engines: int, user_id: str | None,
+        config_text: str, created: datetime | None = None,
     ) -> None:
         self.id = job_id
-        self.created = now()
+        self.created = created or now()
         self.parsed = parsed
+        self.config_text = config_text
         self.data_name = data_name
         self.engines = engines
         self.user_id = user_id
@@ -82,6 +98,25 @@ class Job:
             self.errors.append(JobErrorItem(timestamp=iso_ms(now()), message=message))
             self.status = REJECTED
 
+    def note_error(self, message: str) -> None:
+        """An error that does not fail the job (a callback that could not be delivered)."""
+        self.errors.append(JobErrorItem(timestamp=iso_ms(now()), message=message))
+
+    def stored(self) -> StoredJob:
+        return StoredJob(id=self.id, created_at=self.created, data_name=self.data_name, config=self.config_text,
+                         engines=self.engines, user_id=self.user_id, status=self.status,
+                         duration=self.duration, errors=list(self.errors))
+
+    @classmethod
+    def restore(cls, stored: StoredJob) -> Job:
+        from gateway.jobconfig import parse_config
+
+        job = cls(stored.id, parse_config(stored.config), stored.data_name, stored.engines, stored.user_id,
+                  stored.config, stored.created_at)
+        job.status, job.duration, job.errors = stored.status, stored.duration, list(stored.errors)
+        job.ended.set()
+        return job
+
     def details(self) -> JobDetails:
         return JobDetails(
             id=self.id,
@@ -107,6 +142,14 @@ class JobTable:
 
     def add(self, job: Job) -> None:
         self._jobs[job.id] = job
+
+    def remember_evicted(self, ids: list[str]) -> None:
+        for job_id in ids:
+            self._evicted.append(job_id)
+            self._evicted_set.add(job_id)
+
+    def all(self) -> list[Job]:
+        return list(self._jobs.values())
 
     def find(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)

@@ -25,8 +25,7 @@ class JobFolder:
     def transcript(self, fmt: str) -> Path:
         return self.path / FORMATS[fmt]
 
-    def create(self, config_text: str) -> None:
-        self.path.mkdir(parents=True, exist_ok=False)
+    def write_config(self, config_text: str) -> None:
         self.config.write_text(config_text, encoding="utf-8")
 
     def write_transcripts(self, rendered: dict[str, bytes | str]) -> None:

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -47,6 +48,7 @@ class EngineHandle:
         self.last_error: str | None = None
         self.ready = asyncio.Event()
         self.stopping = False
+        self.on_restart: Callable[[EngineHandle], None] | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn = None
         self._pending: tuple[str, asyncio.Future[m.Reply]] | None = None
@@ -115,6 +117,8 @@ class EngineHandle:
         if self.stopping:
             return
         self.restarts += 1
+        if self.on_restart:
+            self.on_restart(self)
         if not was_loaded:
             self.load_failures += 1
         delay = 0.0 if was_loaded else min(MAX_BACKOFF_S, 2.0 ** (self.load_failures - 1))
@@ -168,8 +172,10 @@ class EngineHandle:
 
 
 class EnginePool:
-    def __init__(self, settings: list[m.EngineSettings]) -> None:
+    def __init__(self, settings: list[m.EngineSettings],
+                 on_restart: Callable[[EngineHandle], None] | None = None) -> None:
         self.settings = settings
+        self.on_restart = on_restart
         self.engines: list[EngineHandle] = []
 
     def start(self) -> None:
@@ -177,6 +183,7 @@ class EnginePool:
         started = time.monotonic()
         for s in self.settings:
             engine = EngineHandle(s, loop)
+            engine.on_restart = self.on_restart
             engine.spawn()
             self.engines.append(engine)
         log.info("spawned %d engine(s) in %.2f s", len(self.engines), time.monotonic() - started)

@@ -13,15 +13,17 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from gateway.admission import Admission
-from gateway.jobs import DELETED, DONE, Job, JobTable
+from gateway.jobs import DELETED, DONE, Job
+from gateway.metrics import Metrics
 from gateway.merge import detected_language
 from gateway.outputs import JobFolder, JobLog
 from gateway.pool import EngineDied, EngineHandle, EnginePool
+from gateway.remote import FetchFailed, callback_body, fetch, notify
 from gateway.results import Heard, channel_labels, write_outputs
 from gateway.speaker_id import SpeakerKeys
 from shared import languages
@@ -75,25 +77,32 @@ class Runner:
         self,
         pool: EnginePool,
         admission: Admission,
-        table: JobTable,
         max_audio_seconds: float,
         split: SplitSettings,
         speaker_keys: SpeakerKeys,
-        on_finished: Callable[[Job], None],
+        metrics: Metrics,
+        on_finished: Callable[[Job], Awaitable[None]],
+        max_upload_bytes: int,
     ) -> None:
         self.pool = pool
         self.admission = admission
-        self.table = table
         self.max_audio_seconds = max_audio_seconds
         self.split = split
         self.speaker_keys = speaker_keys
+        self.metrics = metrics
         self.on_finished = on_finished
+        self.max_upload_bytes = max_upload_bytes
 
-    async def run(self, job: Job, folder: JobFolder, job_log: JobLog, slots: list[int]) -> None:
+    async def run(self, job: Job, folder: JobFolder, job_log: JobLog, slots: list[int] | None) -> None:
         started = time.perf_counter()
         try:
+            if slots is None:
+                job_log(f"queued: waiting for {job.engines} engine(s), position "
+                        f"{self.admission.position(job.id)} in the queue")
+                slots = await self.admission.wait_turn(job.id)
+                job_log(f"left the queue after {time.perf_counter() - started:.2f} s")
             await self._run(job, folder, job_log, [self.pool[i] for i in slots])
-        except (EngineDied, TaskFailed) as exc:
+        except (EngineDied, TaskFailed, FetchFailed) as exc:
             job.reject(f"{exc}")
         except asyncio.CancelledError:
             job.reject("the worker shut down before the job finished")
@@ -106,23 +115,59 @@ class Runner:
             for message in job.errors:
                 job_log(f"job rejected: {message.message}", "ERROR")
             job_log(f"job {job.status} after {time.perf_counter() - started:.2f} s; "
-                    f"engines {slots} released")
+                    f"engines {slots or []} released")
+            for slot in slots or ():
+                self.metrics.jobs.labels(str(slot), job.status).inc()
+            if job.status != DELETED:
+                await self._notify(job, folder, job_log)
             cleanup = folder.remove if job.status == DELETED else folder.drop_audio
             await asyncio.to_thread(cleanup)
             job.ended.set()
-            self.on_finished(job)
+            await self.on_finished(job)
+
+    async def _notify(self, job: Job, folder: JobFolder, job_log: JobLog) -> None:
+        notifications = job.parsed.config.notification_config or []
+        if not notifications:
+            return
+        status = "success" if job.status == DONE else (
+            "fetch_error" if any("unable to fetch audio" in e.message for e in job.errors) else "error")
+        jobinfo = msgspec.json.encode({"job": job.details()})
+        for notification in notifications:
+            body = await asyncio.to_thread(callback_body, notification, folder, jobinfo)
+            failure = await notify(notification, job.id, status, body)
+            if failure:
+                job_log(failure, "ERROR")
+                job.note_error(failure)
+            else:
+                job_log(f"notified {notification.url} (status={status})")
+
+    async def _call(self, engine: EngineHandle, request: m.Request, name: str, job_log: JobLog) -> m.Reply:
+        """One request; if the engine dies, once more on its fresh replacement."""
+        try:
+            return await engine.call(request)
+        except EngineDied as exc:
+            job_log(f"{name}: {exc}; retrying once on its respawned engine", "WARNING")
+        try:
+            return await engine.call(request)
+        except EngineDied as exc:
+            raise TaskFailed(f"{name} failed: {exc} (after one retry)") from None
 
     async def _run(self, job: Job, folder: JobFolder, job_log: JobLog, engines: list[EngineHandle]) -> None:
         tc = job.parsed.transcription
         first = engines[0]
         job_log(f"engines {[e.index for e in engines]} reserved (parallel_engines={job.engines})")
+        fetch_data = job.parsed.config.fetch_data
+        if fetch_data is not None:
+            fetch_started = time.perf_counter()
+            size = await fetch(fetch_data.url, fetch_data.auth_headers, folder.upload, self.max_upload_bytes)
+            self.metrics.upload_bytes.inc(size)
+            job_log(f"fetched {size} bytes from {fetch_data.url} in {time.perf_counter() - fetch_started:.2f} s")
         if not first.ready.is_set():
             job_log(f"waiting for engine {first.index} to load its models")
         by_channel = tc.diarization == "channel"
-        decoded = await first.call(
-            m.Decode(job_id=job.id, source_path=str(folder.upload), audio_path=str(folder.audio),
-                     max_seconds=self.max_audio_seconds, split_channels=by_channel)
-        )
+        decoded = await self._call(first, m.Decode(
+            job_id=job.id, source_path=str(folder.upload), audio_path=str(folder.audio),
+            max_seconds=self.max_audio_seconds, split_channels=by_channel), "decoding", job_log)
         if isinstance(decoded, m.Failed):
             job.reject(decoded.reason)
             return
@@ -182,10 +227,10 @@ class Runner:
 
     async def _plan(self, job: Job, folder: JobFolder, job_log: JobLog, engine: EngineHandle,
                     count: int) -> list[m.SegmentPlan] | None:
-        planned = await engine.call(
-            m.Plan(job_id=job.id, audio_path=str(folder.audio), segments=count,
-                   window_seconds=self.split.window_seconds, overlap_seconds=self.split.overlap_seconds)
-        )
+        planned = await self._call(engine, m.Plan(
+            job_id=job.id, audio_path=str(folder.audio), segments=count,
+            window_seconds=self.split.window_seconds, overlap_seconds=self.split.overlap_seconds),
+            "planning", job_log)
         if isinstance(planned, m.Failed):
             job.reject(f"planning the split failed: {planned.reason}")
             return None
@@ -201,21 +246,45 @@ class Runner:
             job_log(f"plan: segment {i} {_span(plan)}{pause}")
         return plans
 
+    def _count(self, engine: EngineHandle, reply: m.Reply | None) -> None:
+        index = str(engine.index)
+        if isinstance(reply, (m.Transcribed, m.Diarized)):
+            self.metrics.segments.labels(index, "done").inc()
+            self.metrics.audio.labels(index).inc(reply.audio_seconds)
+            self.metrics.processing.labels(index).inc(reply.seconds)
+            if reply.audio_seconds > 0:
+                self.metrics.rtf.labels(index).observe(reply.seconds / reply.audio_seconds)
+        else:
+            self.metrics.segments.labels(index, "failed").inc()
+
     async def _run_tasks(self, job: Job, job_log: JobLog, engines: list[EngineHandle],
                          tasks: list[Task]) -> list[m.Reply]:
-        """Each engine takes the next task from the queue until none is left."""
+        """Each engine takes the next task from the queue until none is left. A task whose
+        engine dies goes back to the head of the queue once, for whichever engine of the
+        job is free first (the dead one's fresh replacement included)."""
         replies: list[m.Reply | None] = [None] * len(tasks)
         queue = deque(range(len(tasks)))
+        retried: set[int] = set()
 
         async def drain(engine: EngineHandle) -> None:
             while queue:
+                await engine.ready.wait()  # after a death: the fresh process, and its pid
+                if not queue:
+                    break
                 index = queue.popleft()
                 task = tasks[index]
                 job_log(f"{task.name} -> engine {engine.index} (pid {engine.pid})")
                 try:
                     reply = await engine.call(task.request)
                 except EngineDied as exc:
-                    raise TaskFailed(f"{task.name} failed: {exc} while working on it") from None
+                    self._count(engine, None)
+                    if index in retried:
+                        raise TaskFailed(f"{task.name} failed: {exc} while working on it (after one retry)") from None
+                    retried.add(index)
+                    queue.appendleft(index)
+                    job_log(f"{task.name}: {exc} while working on it; retrying once", "WARNING")
+                    continue
+                self._count(engine, reply)
                 if isinstance(reply, m.Failed):
                     raise TaskFailed(f"{task.name} failed: {reply.reason}")
                 if isinstance(reply, (m.Transcribed, m.Diarized)):
@@ -226,6 +295,7 @@ class Runner:
                             f"{what}")
                 replies[index] = reply
 
+        # The engine whose task died loops on, so a retried task is never left behind.
         workers = [asyncio.create_task(drain(e)) for e in engines[: len(tasks)]]
         try:
             done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)

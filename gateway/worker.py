@@ -1,6 +1,7 @@
-"""The gateway's state and the job lifecycle: admit, start, delete, forget.
+"""The gateway's state and the job lifecycle: admit, start, delete, forget, drain.
 
-Everything here runs on the event loop; the only awaits are on engines and worker threads.
+Everything here runs on the event loop; the only awaits are on engines, worker threads and
+the job store's thread.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import IO
 
@@ -16,11 +18,13 @@ import msgspec
 from gateway.admission import Admission
 from gateway.errors import ApiError
 from gateway.jobconfig import ParsedConfig, ProcessingData
-from gateway.jobs import DELETED, Job, JobTable
+from gateway.jobs import DELETED, RUNNING, Job, JobTable
+from gateway.metrics import Metrics
 from gateway.outputs import JobFolder, JobLog
 from gateway.pool import EngineHandle, EnginePool
 from gateway.runner import Runner, SplitSettings
 from gateway.speaker_id import SpeakerKeys
+from gateway.store import JobStore
 from shared import messages as m
 
 log = logging.getLogger("chorus.worker")
@@ -31,41 +35,83 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     max_job_history: int
     max_audio_seconds: float
     split: SplitSettings = SplitSettings()
+    queue_size: int = 0
+    drain_timeout: float = 600.0
+    max_upload_bytes: int = 2048 << 20
+    api_key: str | None = None
 
 
 class Worker:
     def __init__(self, settings: WorkerSettings, engines: list[m.EngineSettings]) -> None:
         self.settings = settings
         self.root = Path(settings.output_dir)
-        self.pool = EnginePool(engines)
-        self.admission = Admission(len(engines))
+        self.metrics = Metrics()
+        self.pool = EnginePool(engines, on_restart=lambda e: self.metrics.restarts.labels(str(e.index)).inc())
+        self.admission = Admission(len(engines), settings.queue_size)
         self.table = JobTable(settings.max_job_history)
+        self.store = JobStore(self.root)
         self.speaker_keys = SpeakerKeys.from_env()
-        self.runner = Runner(self.pool, self.admission, self.table, settings.max_audio_seconds,
-                             settings.split, self.speaker_keys, self._finished)
+        self.runner = Runner(self.pool, self.admission, settings.max_audio_seconds, settings.split,
+                             self.speaker_keys, self.metrics, self._finished, settings.max_upload_bytes)
         self.shutting_down = False
 
     # ---- life of the worker ------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        stored, evicted = await self.store.open()
+        self.table.remember_evicted(evicted)
+        for record in stored:
+            job = Job.restore(record)
+            self.table.add(job)
+            if job.status == RUNNING:  # it was running when the worker died
+                job.reject("worker restarted: the job was interrupted and did not finish")
+                await asyncio.to_thread(self._mark_interrupted, job)
+                await self.store.update(job)
+        if stored:
+            log.info("job table: %d job(s) restored from %s", len(stored), self.store.path)
         self.pool.start()
+
+    def _mark_interrupted(self, job: Job) -> None:
+        folder = JobFolder(self.root, job.id)
+        if folder.path.is_dir():
+            JobLog(folder.log)("job rejected: worker restarted before the job finished", "ERROR")
+            folder.drop_audio()
+
+    async def drain(self) -> None:
+        """SIGTERM: refuse new jobs at once, let running ones finish (up to the drain
+        timeout), then reject what is left."""
+        self.shutting_down = True
+        tasks = [j.task for j in self.table.all() if j.task and not j.task.done()]
+        log.info("draining: %d job(s) running, up to %.0f s", len(tasks), self.settings.drain_timeout)
+        started = time.monotonic()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.drain_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        log.info("drained in %.1f s", time.monotonic() - started)
 
     async def stop(self) -> None:
         self.shutting_down = True
-        tasks = [j.task for j in self._running() if j.task]
+        tasks = [j.task for j in self.table.all() if j.task and not j.task.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.pool.stop()
+        await self.store.close()
 
     # ---- jobs --------------------------------------------------------------------------
 
-    def reserve(self, job_id: str, processing: ProcessingData) -> list[int]:
-        """Take the job's engines now (503 if short); the caller releases them on failure."""
+    def reserve(self, job_id: str, processing: ProcessingData) -> list[int] | None:
+        """Take the job's engines now, or queue it (None); 503 if neither. The caller
+        releases them if the submission fails."""
         if self.shutting_down:
-            raise ApiError(503, "Server busy", "the worker is shutting down")
-        return self.admission.acquire(job_id, processing.engines)
+            raise ApiError(503, "Server busy", "the worker is shutting down and takes no new jobs")
+        try:
+            return self.admission.acquire(job_id, processing.engines)
+        except Exception:
+            self.metrics.refused.inc()
+            raise
 
     def check_features(self, parsed: ParsedConfig) -> None:
         """Refuse at submit what this worker is not set up to do."""
@@ -83,23 +129,29 @@ class Worker:
     def diarization_enabled(self) -> bool:
         return all(s.diarization for s in self.pool.settings)
 
-    async def start_job(
-        self, job: Job, slots: list[int], config_text: str, upload: IO[bytes]
-    ) -> None:
-        """Store the job's files, make it visible, and start it (engines already held)."""
-        folder = JobFolder(self.root, job.id)
-        job_log = JobLog(folder.log)
+    def new_folder(self, job_id: str, config_text: str) -> JobFolder:
+        folder = JobFolder(self.root, job_id)
+        folder.create(config_text)
+        return folder
 
-        def store() -> None:
-            folder.create(config_text)
+    async def store_upload(self, folder: JobFolder, upload: IO[bytes]) -> int:
+        def copy() -> int:
             with open(folder.upload, "wb") as out:
                 shutil.copyfileobj(upload, out, 1 << 20)
-            size = folder.upload.stat().st_size
-            job_log(f"received job {job.id}: data_name={job.data_name!r}, {size} bytes, "
-                    f"model={job.parsed.model}, language={job.parsed.transcription.language}, "
-                    f"parallel_engines={job.engines}" + (f", user_id={job.user_id}" if job.user_id else ""))
+            return folder.upload.stat().st_size
 
-        await asyncio.to_thread(store)
+        size = await asyncio.to_thread(copy)
+        self.metrics.upload_bytes.inc(size)
+        return size
+
+    async def start_job(self, job: Job, slots: list[int] | None, size: int) -> None:
+        """Make the job durable and visible, and start it (engines held, or queued)."""
+        folder = JobFolder(self.root, job.id)
+        job_log = JobLog(folder.log)
+        job_log(f"received job {job.id}: data_name={job.data_name!r}, {size} bytes, "
+                f"model={job.parsed.model}, language={job.parsed.transcription.language}, "
+                f"parallel_engines={job.engines}" + (f", user_id={job.user_id}" if job.user_id else ""))
+        await self.store.insert(job)
         self.table.add(job)
         job.task = asyncio.create_task(self.runner.run(job, folder, job_log, slots), name=f"job-{job.id}")
 
@@ -110,22 +162,32 @@ class Worker:
                                f"job {job.id} is still running; pass force=true to stop and delete it")
             job.status = DELETED
             JobLog(JobFolder(self.root, job.id).log)("job deleted while running (force=true)")
-            for slot_engine in self._engines_of(job):
-                slot_engine.cancel(job.id)
+            for engine in self._engines_of(job):
+                engine.cancel(job.id)
+            if job.id in self.admission.queued():
+                self.admission.release(job.id)
+            await self.store.update(job)
             return job  # the runner removes the folder when its engines come back
         job.status = DELETED
+        await self.store.update(job)
         await asyncio.to_thread(JobFolder(self.root, job.id).remove)
         return job
 
     def _engines_of(self, job: Job) -> list[EngineHandle]:
         return [self.pool[i] for i in self.admission.slots_of(job.id)]
 
-    def _running(self) -> list[Job]:
-        return [job for job_id in self.admission.active() if (job := self.table.find(job_id))]
+    async def _finished(self, job: Job) -> None:
+        await self.store.update(job)
+        evicted = self.table.evict_over_limit()
+        await self.store.evict([old.id for old in evicted])
+        for old in evicted:
+            await asyncio.to_thread(JobFolder(self.root, old.id).remove)
 
-    def _finished(self, job: Job) -> None:
-        for old in self.table.evict_over_limit():
-            asyncio.get_running_loop().run_in_executor(None, JobFolder(self.root, old.id).remove)
+    def jobs_by_status(self) -> dict[str, int]:
+        counts = {"running": 0, "done": 0, "rejected": 0, "deleted": 0}
+        for job in self.table.all():
+            counts[job.status] += 1
+        return counts
 
     # ---- health ------------------------------------------------------------------------
 

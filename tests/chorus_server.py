@@ -113,3 +113,17 @@ def words(transcript: dict) -> list[str]:
 
 def text(transcript: dict) -> str:
     return " ".join(words(transcript))
+
+
+def pid_of_task(server: ChorusServer, job_id: str, task: str, occurrence: int = 1, timeout: float = 120) -> int:
+    """The pid of the engine that took `task` (e.g. "segment 1") the n-th time, from the job log."""
+    import re
+
+    pattern = re.compile(re.escape(task) + r"(?: \([^)]*\))? -> engine \d+ \(pid (\d+)\)")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = pattern.findall(server.http.get(f"/v2/jobs/{job_id}/log").text)
+        if len(found) >= occurrence:
+            return int(found[occurrence - 1])
+        time.sleep(0.05)
+    raise AssertionError(f"{task} was not handed to an engine {occurrence} time(s)")
