@@ -27,7 +27,10 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 
 def error_response(status: int, error: str, detail: Any) -> Response:
-    return json_response(ErrorBody(code=status, error=error, detail=detail), status)
+    response = json_response(ErrorBody(code=status, error=error, detail=detail), status)
+    if status == 413:  # the rest of the body is not wanted: don't wait for it on this connection
+        response.headers["connection"] = "close"
+    return response
 
 
 _STARLETTE_ERRORS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from pathlib import Path
-from typing import IO
 
 import msgspec
 
@@ -134,16 +132,6 @@ class Worker:
         folder.create(config_text)
         return folder
 
-    async def store_upload(self, folder: JobFolder, upload: IO[bytes]) -> int:
-        def copy() -> int:
-            with open(folder.upload, "wb") as out:
-                shutil.copyfileobj(upload, out, 1 << 20)
-            return folder.upload.stat().st_size
-
-        size = await asyncio.to_thread(copy)
-        self.metrics.upload_bytes.inc(size)
-        return size
-
     async def start_job(self, job: Job, slots: list[int] | None, size: int) -> None:
         """Make the job durable and visible, and start it (engines held, or queued)."""
         folder = JobFolder(self.root, job.id)
@@ -151,6 +139,7 @@ class Worker:
         job_log(f"received job {job.id}: data_name={job.data_name!r}, {size} bytes, "
                 f"model={job.parsed.model}, language={job.parsed.transcription.language}, "
                 f"parallel_engines={job.engines}" + (f", user_id={job.user_id}" if job.user_id else ""))
+        self.metrics.upload_bytes.inc(size)
         await self.store.insert(job)
         self.table.add(job)
         job.task = asyncio.create_task(self.runner.run(job, folder, job_log, slots), name=f"job-{job.id}")
