@@ -7,7 +7,6 @@ Usage: python bench/gateway.py [--requests 2000] [--jobs 500]
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import threading
 import time

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, ChorusServer, machine, median, table, testdata, write_section
+from common import ChorusServer, machine, median, table, testdata, write_section
 
 COLD = """
 import sys, time

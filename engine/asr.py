@@ -57,7 +57,9 @@ def decode(request: Decode) -> Decoded:
         audio = decode_audio(request.source_path, sampling_rate=SAMPLE_RATE)
         channels = _decode_channels(request.source_path) if request.split_channels else None
     except Exception as exc:  # PyAV raises many types for foreign bytes
-        raise JobAudioError(f"could not decode the audio file: {exc}") from exc
+        # FFmpeg's own words, without the file's path on this machine.
+        reason = getattr(exc, "strerror", None) or str(exc).replace(request.source_path, "upload")
+        raise JobAudioError(f"could not decode the audio file: {reason}") from exc
     if audio.size == 0:
         raise JobAudioError("the file holds no audio samples")
     duration = audio.size / SAMPLE_RATE

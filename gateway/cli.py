@@ -16,24 +16,20 @@ DEFAULT_PORT = 18000
 DEFAULT_MAX_HISTORY = 1000
 
 
-def _parallel(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"invalid check_parallel value: {value!r} (an integer >= 1)")
-    return n
+def _at_least_one(message: str):
+    """An argparse type: an integer >= 1, else `message` (argparse then exits with code 2)."""
+
+    def parse(value: str) -> int:
+        n = int(value) if value.strip().lstrip("-").isdigit() else 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(message.format(value=value))
+        return n
+
+    return parse
 
 
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value!r}: an integer >= 1")
-    return n
+_parallel = _at_least_one("invalid check_parallel value: {value!r} (an integer >= 1)")
+_positive = _at_least_one("invalid value {value!r}: an integer >= 1")
 
 
 def _env_int(name: str, default: int) -> int:

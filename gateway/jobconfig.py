@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from gateway.echo import client_safe
 from gateway.errors import bad_request
 from shared import languages
 
@@ -99,7 +100,7 @@ class ProcessingData(msgspec.Struct):
 
 
 class ParsedConfig(msgspec.Struct):
-    echo: dict[str, Any]  # what the client sent, top-level nulls dropped
+    echo: dict[str, Any]  # what the client sent, cut to what the official client reads back
     config: JobConfig
     transcription: TranscriptionConfig
     model: str  # "standard" | "enhanced"
@@ -119,9 +120,8 @@ def parse_config(text: str) -> ParsedConfig:
         raise bad_request(f"config is not valid JSON: {exc}", error="Job rejected") from None
     if not isinstance(raw, dict):
         raise bad_request("config must be a JSON object", error="Job rejected")
-    echo = {k: v for k, v in raw.items() if v is not None}
     try:
-        config = msgspec.convert(echo, JobConfig)
+        config = msgspec.convert({k: v for k, v in raw.items() if v is not None}, JobConfig)
     except msgspec.ValidationError as exc:
         raise _invalid("config", exc) from None
     if config.type != "transcription":
@@ -145,7 +145,7 @@ def parse_config(text: str) -> ParsedConfig:
             error="Requested product not available",
         )
     _check_speakers(tc)
-    return ParsedConfig(echo=echo, config=config, transcription=tc, model=model)
+    return ParsedConfig(echo=client_safe(raw), config=config, transcription=tc, model=model)
 
 
 def _check_speakers(tc: TranscriptionConfig) -> None:

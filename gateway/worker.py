@@ -127,11 +127,6 @@ class Worker:
     def diarization_enabled(self) -> bool:
         return all(s.diarization for s in self.pool.settings)
 
-    def new_folder(self, job_id: str, config_text: str) -> JobFolder:
-        folder = JobFolder(self.root, job_id)
-        folder.create(config_text)
-        return folder
-
     async def start_job(self, job: Job, slots: list[int] | None, size: int) -> None:
         """Make the job durable and visible, and start it (engines held, or queued)."""
         folder = JobFolder(self.root, job.id)

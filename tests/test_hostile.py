@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 

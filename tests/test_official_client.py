@@ -25,7 +25,7 @@ def test_async_client_seed_example(idle_server, speech):
     result, jobs = asyncio.run(main())
     assert wer(reference, result.transcript_text) <= 0.1, result.transcript_text
     assert result.job.data_name == audio.name
-    assert jobs and all(j.status in (JobStatus.RUNNING, JobStatus.DONE) for j in jobs)
+    assert {j.id: j.status for j in jobs}[result.job.id] == JobStatus.DONE
 
 
 def test_async_client_every_call(idle_server, speech):
@@ -70,3 +70,22 @@ def test_sync_client_every_call(idle_server, speech):
         assert [j.id for j in client.list_jobs(limit=2)][:1] == [job.id]
         client.delete_job(job.id)
         assert client.get_job_info(job.id).status == JobStatus.DELETED
+
+
+def test_client_reads_jobs_that_others_submitted_with_extra_keys(idle_server, speech):
+    """curl or the JS SDK may send keys the Python client does not know; the echo must not
+    break its get_job_info/list_jobs (api-reference §5.2)."""
+    audio, _ = speech
+    config = {"type": "transcription", "fetch_text": {"url": "x"}, "notification_config": None,
+              "tracking": {"title": "t", "details": {"customer": 7}},
+              "transcription_config": {"language": "en", "model": "standard", "operating_point": "standard",
+                                       "unheard_of": 1, "audio_filtering_config": {"volume_threshold": 0, "x": 1}}}
+    job_id = idle_server.submit(audio, config).json()["id"]
+    assert idle_server.wait(job_id)["status"] == "done"
+    echoed = idle_server.http.get(f"/v2/jobs/{job_id}").json()["job"]["config"]
+    assert echoed == {"type": "transcription", "fetch_text": {"url": "x"}, "tracking": {"title": "t"},
+                      "transcription_config": {"language": "en", "model": "standard",
+                                               "audio_filtering_config": {"volume_threshold": 0}}}
+    with Client(url=f"{idle_server.url}/v2", api_key="x") as client:
+        assert client.get_job_info(job_id).status == JobStatus.DONE
+        assert job_id in [j.id for j in client.list_jobs(limit=100)]

@@ -98,7 +98,9 @@ def test_bad_audio_is_rejected_and_the_next_job_works(idle_server, audio_dir, sp
     job = idle_server.wait(response.json()["id"])
     assert job["status"] == "rejected"
     assert job["errors"] and set(job["errors"][0]) == {"timestamp", "message"}
-    assert reason in job["errors"][0]["message"] or "no audio samples" in job["errors"][0]["message"]
+    message = job["errors"][0]["message"]
+    assert reason in message or "no audio samples" in message
+    assert str(idle_server.output) not in message and "/upload" not in message  # no server paths
     transcript = idle_server.http.get(f"/v2/jobs/{job['id']}/transcript")
     assert transcript.status_code == 404 and "rejected" in transcript.json()["detail"]
     assert "ERROR" in idle_server.http.get(f"/v2/jobs/{job['id']}/log").text

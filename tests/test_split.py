@@ -49,7 +49,7 @@ def assert_well_formed(transcript: dict, duration: float) -> None:
     assert all(0 <= r["start_time"] <= r["end_time"] <= duration + 0.1 for r in transcript["results"])
     # No word doubled at a cut: never the same word twice at overlapping times.
     tw = timed_words(transcript)
-    for (a, s1, e1), (b, s2, e2) in zip(tw, tw[1:]):
+    for (a, s1, e1), (b, s2, _) in zip(tw, tw[1:]):
         assert not (a == b and s2 < e1 - 0.05), f"doubled word {a!r} at {s1}"
 
 
