@@ -17,6 +17,22 @@ from chorus_server import ChorusServer  # noqa: E402
 
 RESULTS = ROOT / "docs" / "bench"
 
+
+def _cpu_times() -> list[int]:
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+_STARTED = _cpu_times()
+
+
+def cpu_steal_percent() -> float:
+    """Share of CPU time the virtual machine's host took away since this benchmark began
+    (the `steal` column of /proc/stat); high values inflate every time measured."""
+    now = _cpu_times()
+    delta = [b - a for a, b in zip(_STARTED, now)]
+    return 100.0 * delta[7] / max(1, sum(delta[:8]))
+
 __all__ = ["ChorusServer", "testdata", "machine", "median", "table", "write_section", "RESULTS", "ROOT"]
 
 
@@ -45,6 +61,8 @@ def table(header: list[str], rows: list[list[object]]) -> str:
 
 
 def write_section(name: str, markdown: str) -> None:
+    markdown = markdown.rstrip() + (f"\n\nCPU steal over this run: {cpu_steal_percent():.1f} % of CPU time "
+                                    "(taken by the VM's host; high values inflate the times above).\n")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)

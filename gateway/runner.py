@@ -118,17 +118,19 @@ class Runner:
                     f"engines {slots or []} released")
             for slot in slots or ():
                 self.metrics.jobs.labels(str(slot), job.status).inc()
-            if job.status != DELETED:
-                await self._notify(job, folder, job_log)
+            await self.on_finished(job)  # durable before anyone is told
+            job.ended.set()
+            # Callbacks may retry for a while: after the job's end is visible, and before the
+            # upload (which a "data" callback sends) is dropped.
+            if job.status != DELETED and await self._notify(job, folder, job_log):
+                await self.on_finished(job)  # a failed callback added to the job's errors
             cleanup = folder.remove if job.status == DELETED else folder.drop_audio
             await asyncio.to_thread(cleanup)
-            job.ended.set()
-            await self.on_finished(job)
 
-    async def _notify(self, job: Job, folder: JobFolder, job_log: JobLog) -> None:
+    async def _notify(self, job: Job, folder: JobFolder, job_log: JobLog) -> bool:
+        """Send the job's callbacks; True if one failed (and was added to its errors)."""
         notifications = job.parsed.config.notification_config or []
-        if not notifications:
-            return
+        failed = False
         status = "success" if job.status == DONE else (
             "fetch_error" if any("unable to fetch audio" in e.message for e in job.errors) else "error")
         jobinfo = msgspec.json.encode({"job": job.details()})
@@ -138,8 +140,10 @@ class Runner:
             if failure:
                 job_log(failure, "ERROR")
                 job.note_error(failure)
+                failed = True
             else:
                 job_log(f"notified {notification.url} (status={status})")
+        return failed
 
     async def _call(self, engine: EngineHandle, request: m.Request, name: str, job_log: JobLog) -> m.Reply:
         """One request; if the engine dies, once more on its fresh replacement."""

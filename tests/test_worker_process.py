@@ -122,3 +122,21 @@ def test_sigterm_stops_the_worker_and_its_engines(tmp_path, corpus):
     assert len(engines) == 2 and server.stop() == 0
     gone, alive = psutil.wait_procs(engines, timeout=15)
     assert not alive
+
+
+def test_an_engine_that_keeps_dying_at_load_is_reported_on_live(tmp_path, corpus):
+    server = ChorusServer(tmp_path / "jobs", parallel=1,
+                          args=["--model-standard", str(tmp_path / "no-such-model"), "--diarization-model", "none"])
+    try:
+        deadline = time.monotonic() + 120
+        live = server.http.get("/live")
+        while live.status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            live = server.http.get("/live")
+        assert live.status_code == 503
+        body = live.json()
+        assert body["live"] is False and "failed to load its models" in body["reason"]
+        assert server.http.get("/ready").status_code == 503
+        assert "respawning in" in server.log()  # with a growing backoff, not a tight loop
+    finally:
+        assert server.stop() == 0
