@@ -16,9 +16,15 @@ from multiprocessing.connection import Connection
 from shared import messages as m
 
 
+# Engines do batch work; the gateway answers status polls and probes. A lower priority for
+# engines lets the gateway run first whenever both want a core (bench/gateway.py).
+ENGINE_NICENESS = 5
+
+
 def _pin(settings: m.EngineSettings) -> None:
     if settings.cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, settings.cores)
+    os.nice(ENGINE_NICENESS)
     # Keep every numeric library inside the engine's share of the machine.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(settings.threads)
