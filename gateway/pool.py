@@ -191,9 +191,6 @@ class EnginePool:
     def __getitem__(self, index: int) -> EngineHandle:
         return self.engines[index]
 
-    def __len__(self) -> int:
-        return len(self.settings)
-
     @property
     def all_loaded_once(self) -> bool:
         """Every slot's engine has loaded its models at least once since start-up."""

@@ -145,6 +145,3 @@ _encoder = msgspec.json.Encoder()
 def encode(transcript: Transcript) -> bytes:
     return _encoder.encode(transcript)
 
-
-def decode(data: bytes) -> Transcript:
-    return msgspec.json.decode(data, type=Transcript)
