@@ -110,8 +110,11 @@ def test_k_engines_match_the_unsplit_transcript(server, recording, unsplit, k):
     assert_well_formed(split, duration)
     assert_matches_except_near_cuts(unsplit, split, cuts)
     assert abs(wer(reference, text(split)) - wer(reference, text(unsplit))) <= 0.02
-    # Sentence ends stay marked: the txt is full sentences on both sides of the cut.
-    assert split["results"][-1]["is_eos"] is True
+    # Sentence ends stay marked across the cut: about as many as without a split.
+    def ends(t: dict) -> int:
+        return sum(1 for r in t["results"] if r.get("is_eos"))
+
+    assert abs(ends(split) - ends(unsplit)) <= 3, (ends(split), ends(unsplit))
 
 
 def test_three_engines_and_a_cut_forced_inside_speech(tmp_path, corpus, recording, unsplit):
