@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import re
 import signal
@@ -110,11 +111,22 @@ def test_k_engines_match_the_unsplit_transcript(server, recording, unsplit, k):
     assert_well_formed(split, duration)
     assert_matches_except_near_cuts(unsplit, split, cuts)
     assert abs(wer(reference, text(split)) - wer(reference, text(unsplit))) <= 0.02
-    # Sentence ends stay marked across the cut: about as many as without a split.
+    # Sentence ends stay marked across a cut: the sentence before each cut ends as it does
+    # without a split. Elsewhere Whisper may punctuate a spoken list with commas or with full
+    # stops depending on its 30 s window, so the total only has to be about the same.
     def ends(t: dict) -> int:
         return sum(1 for r in t["results"] if r.get("is_eos"))
 
-    assert abs(ends(split) - ends(unsplit)) <= 3, (ends(split), ends(unsplit))
+    def ends_before(t: dict, cut: float) -> bool:
+        """Whether the last word that starts before `cut` ends a sentence (with its marks)."""
+        results = t["results"]
+        i = max(n for n, r in enumerate(results) if r["type"] == "word" and r["start_time"] < cut)
+        marks = itertools.takewhile(lambda r: r["type"] == "punctuation", results[i + 1:])
+        return any(r.get("is_eos") for r in (results[i], *marks))
+
+    for cut in cuts:
+        assert ends_before(split, cut) == ends_before(unsplit, cut), cut
+    assert abs(ends(split) - ends(unsplit)) <= max(3, 0.15 * ends(unsplit)), (ends(split), ends(unsplit))
 
 
 def test_three_engines_and_a_cut_forced_inside_speech(tmp_path, corpus, recording, unsplit):
