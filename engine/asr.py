@@ -8,7 +8,19 @@ from collections.abc import Callable
 import numpy as np
 from faster_whisper import WhisperModel, decode_audio
 
-from shared.messages import SAMPLE_RATE, Decode, Decoded, ModelInfo, Transcribe, Transcribed, Word, channel_path
+from shared.messages import (
+    SAMPLE_RATE,
+    Decode,
+    Decoded,
+    Identified,
+    Identify,
+    LanguageScore,
+    ModelInfo,
+    Transcribe,
+    Transcribed,
+    Word,
+    channel_path,
+)
 
 
 class Cancelled(Exception):
@@ -86,18 +98,90 @@ def read_samples(path: str, start: int, end: int) -> np.ndarray:
     return np.fromfile(path, dtype=np.float32, count=end - start, offset=start * 4)
 
 
+# Loudness on the scale of `audio_filtering_config.volume_threshold` and of results' `volume`:
+# 100 x RMS amplitude, so a full-scale sine is 71, close-miked speech 5-20, and the docs'
+# example threshold of 3.4 drops speech at about a quarter of that loudness.
+VOLUME_FRAME = SAMPLE_RATE // 10  # 100 ms
+VOLUME_HOLD = 3  # frames either side: a quiet consonant inside loud speech is kept
+
+
+def volume(samples: np.ndarray) -> float:
+    return float(min(100.0, 100.0 * np.sqrt(np.mean(np.square(samples, dtype=np.float64))))) if samples.size else 0.0
+
+
+def silence_quiet_audio(audio: np.ndarray, threshold: float) -> np.ndarray:
+    """Zero the 100 ms frames whose neighbourhood never reaches `threshold`, so that VAD and
+    Whisper hear silence there."""
+    frames = -(-audio.size // VOLUME_FRAME)
+    padded = np.zeros(frames * VOLUME_FRAME, dtype=np.float32)
+    padded[: audio.size] = audio
+    levels = 100.0 * np.sqrt(np.mean(np.square(padded.reshape(frames, VOLUME_FRAME), dtype=np.float64), axis=1))
+    loud = levels >= threshold
+    kernel = np.ones(2 * VOLUME_HOLD + 1, dtype=bool)
+    keep = np.convolve(loud, kernel, mode="same") > 0
+    return (padded.reshape(frames, VOLUME_FRAME) * keep[:, None]).reshape(-1)[: audio.size]
+
+
+def identify(model: WhisperModel, request: Identify) -> Identified:
+    """Whisper's language scores, averaged over up to `windows` 30 s windows of speech and
+    restricted to the expected languages (renormalised over them)."""
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.vad import collect_chunks, get_speech_timestamps
+
+    started = time.perf_counter()
+    audio = np.fromfile(request.audio_path, dtype=np.float32)
+    chunks = get_speech_timestamps(audio)
+    if not chunks:
+        return Identified(job_id=request.job_id, scores=[], heard=None, expected_share=1.0, start=0.0, end=0.0,
+                          seconds=time.perf_counter() - started)
+    window = model.feature_extractor.n_samples
+    pieces, _ = collect_chunks(audio, chunks)
+    speech = np.concatenate(pieces)[: request.windows * window]
+    features = model.feature_extractor(speech)
+    totals: dict[str, float] = {}
+    step = model.feature_extractor.nb_max_frames
+    count = 0
+    for i in range(0, features.shape[-1], step):
+        if count and features.shape[-1] - i < step // 3:
+            break  # a short tail would only add noise to a full window's scores
+        encoded = model.encode(pad_or_trim(features[..., i : i + step]))
+        for token, probability in model.model.detect_language(encoded)[0]:
+            totals[token[2:-2]] = totals.get(token[2:-2], 0.0) + probability
+        count += 1
+    everything = sum(totals.values()) or 1.0
+    top = max(totals, key=totals.__getitem__)
+    heard = LanguageScore(top, totals[top] / everything)
+    if request.expected:
+        totals = {k: v for k, v in totals.items() if k in request.expected}
+    norm = sum(totals.values()) or 1.0
+    scores = sorted((LanguageScore(k, v / norm) for k, v in totals.items()), key=lambda s: -s.probability)
+    # The scored span on the original timeline: from the first speech to where it ran out.
+    covered, end = 0, chunks[-1]["end"]
+    for chunk in chunks:
+        covered += chunk["end"] - chunk["start"]
+        if covered >= speech.size:
+            end = chunk["end"] - (covered - speech.size)
+            break
+    return Identified(job_id=request.job_id, scores=scores[:5], heard=heard, expected_share=norm / everything,
+                      start=chunks[0]["start"] / SAMPLE_RATE,
+                      end=end / SAMPLE_RATE, seconds=time.perf_counter() - started)
+
+
 def transcribe(
     model: WhisperModel, request: Transcribe, cancelled: Callable[[], bool]
 ) -> Transcribed:
     started = time.perf_counter()
     audio = read_samples(request.audio_path, request.start_sample, request.end_sample)
     offset = request.start_sample / SAMPLE_RATE
+    heard = audio if request.volume_threshold is None else silence_quiet_audio(audio, request.volume_threshold)
     segments, info = model.transcribe(
-        audio,
+        heard,
         language=request.language,
+        task=request.task,
         beam_size=request.beam_size,
         word_timestamps=True,
         vad_filter=request.vad_filter,
+        hotwords=request.hotwords,
     )
     words: list[Word] = []
     for segment in segments:  # a generator: decoding happens window by window
@@ -110,6 +194,8 @@ def transcribe(
                     end=float(w.end) + offset,
                     text=w.word,
                     probability=float(w.probability),
+                    volume=None if request.volume_threshold is None else round(volume(
+                        audio[int(w.start * SAMPLE_RATE) : max(int(w.end * SAMPLE_RATE), int(w.start * SAMPLE_RATE) + 1)]), 2),
                 )
             )
     return Transcribed(

@@ -80,7 +80,7 @@ class Engine:
                 return True
         return False
 
-    def handle(self, request: m.Decode | m.Plan | m.Transcribe | m.Diarize) -> m.Reply:
+    def handle(self, request: m.Decode | m.Plan | m.Identify | m.Transcribe | m.Diarize) -> m.Reply:
         from engine import asr, plan
 
         try:
@@ -93,6 +93,8 @@ class Engine:
                     return m.Failed(job_id=request.job_id, reason="speaker diarization is not enabled on this worker")
                 return self.diarizer(request)
             model = self.models[request.model]
+            if isinstance(request, m.Identify):
+                return asr.identify(model, request)
             return asr.transcribe(model, request, lambda: self.cancelled(request.job_id))
         except asr.Cancelled:
             return m.Failed(job_id=request.job_id, reason="cancelled")

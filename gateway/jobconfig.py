@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from gateway import rewrite
 from gateway.echo import client_safe
 from gateway.errors import bad_request
 from shared import languages
@@ -51,6 +52,33 @@ class SpeakerDiarizationConfig(msgspec.Struct):
         return 0.5 if value is None else value
 
 
+class VocabEntry(msgspec.Struct):
+    content: Annotated[str, msgspec.Meta(min_length=1)]
+    sounds_like: list[str] | None = None
+
+
+class PunctuationOverrides(msgspec.Struct):
+    sensitivity: Sensitivity = 0.5
+    permitted_marks: list[str] | None = None  # single marks, or "all"; [] -> no punctuation
+
+
+class Replacement(msgspec.Struct):
+    from_: str = msgspec.field(name="from")
+    to: str
+
+
+class TranscriptFilteringConfig(msgspec.Struct):
+    remove_disfluencies: bool = False
+    replacements: list[Replacement] | None = None
+
+
+class AudioFilteringConfig(msgspec.Struct):
+    volume_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] = 0.0
+
+
+MAX_VOCAB = 1000
+
+
 class TranscriptionConfig(msgspec.Struct):
     language: str
     model: str | None = None
@@ -58,6 +86,26 @@ class TranscriptionConfig(msgspec.Struct):
     diarization: Literal["none", "speaker", "channel"] = "none"
     speaker_diarization_config: SpeakerDiarizationConfig | None = None
     channel_diarization_labels: list[ChannelLabel] | None = None
+    output_locale: str | None = None
+    additional_vocab: Annotated[list[VocabEntry | str], msgspec.Meta(max_length=MAX_VOCAB)] | None = None
+    punctuation_overrides: PunctuationOverrides | None = None
+    transcript_filtering_config: TranscriptFilteringConfig | None = None
+    audio_filtering_config: AudioFilteringConfig | None = None
+    enable_entities: bool = False
+    domain: str | None = None
+
+    @property
+    def vocabulary(self) -> list[VocabEntry]:
+        """additional_vocab with bare strings as entries; entries over 6 words are dropped, as
+        Speechmatics does (likewise such `sounds_like` items)."""
+        out = []
+        for item in self.additional_vocab or ():
+            entry = VocabEntry(content=item) if isinstance(item, str) else item
+            if not entry.content.strip() or len(entry.content.split()) > 6:
+                continue
+            sounds = [s for s in entry.sounds_like or () if s.strip() and len(s.split()) <= 6]
+            out.append(VocabEntry(content=entry.content.strip(), sounds_like=sounds or None))
+        return out
 
     @property
     def speaker_config(self) -> SpeakerDiarizationConfig:
@@ -80,6 +128,16 @@ class NotificationConfig(msgspec.Struct):
     auth_headers: list[str] | None = None
 
 
+class TranslationConfig(msgspec.Struct):
+    target_languages: Annotated[list[str], msgspec.Meta(min_length=1, max_length=5)]
+
+
+class LanguageIdentificationConfig(msgspec.Struct):
+    expected_languages: list[str] | None = None
+    low_confidence_action: Literal["allow", "reject", "use_default_language"] = "allow"
+    default_language: str | None = None
+
+
 class JobConfig(msgspec.Struct):
     type: str
     transcription_config: TranscriptionConfig | None = None
@@ -87,6 +145,14 @@ class JobConfig(msgspec.Struct):
     notification_config: Annotated[list[NotificationConfig], msgspec.Meta(max_length=3)] | None = None
     output_config: OutputConfig | None = None
     tracking: dict[str, Any] | None = None
+    translation_config: TranslationConfig | None = None
+    language_identification_config: LanguageIdentificationConfig | None = None
+    # Speech intelligence: accepted, reported as unsupported in the transcript's metadata.
+    summarization_config: dict[str, Any] | None = None
+    sentiment_analysis_config: dict[str, Any] | None = None
+    topic_detection_config: dict[str, Any] | None = None
+    auto_chapters_config: dict[str, Any] | None = None
+    audio_events_config: dict[str, Any] | None = None
 
 
 class ProcessingData(msgspec.Struct):
@@ -145,6 +211,7 @@ def parse_config(text: str) -> ParsedConfig:
             error="Requested product not available",
         )
     _check_speakers(tc)
+    _check_options(config, tc)
     return ParsedConfig(echo=client_safe(raw), config=config, transcription=tc, model=model)
 
 
@@ -165,6 +232,40 @@ def _check_speakers(tc: TranscriptionConfig) -> None:
         identifiers += len(known.speaker_identifiers)
     if identifiers > MAX_IDENTIFIERS:
         raise bad_request(f"{where}.speakers: {identifiers} identifiers, at most {MAX_IDENTIFIERS} are allowed")
+
+
+def _check_language(where: str, code: str) -> None:
+    if not languages.is_known(code):
+        raise bad_request(f"{where}: {code!r} is not a language this worker knows (use a Whisper language code)")
+
+
+def _check_options(config: JobConfig, tc: TranscriptionConfig) -> None:
+    """What can be refused before any audio is heard: bad regexes, marks, language codes."""
+    filtering = tc.transcript_filtering_config
+    for n, replacement in enumerate(filtering.replacements or () if filtering else ()):
+        try:
+            rewrite.compile_replacement(replacement.from_, replacement.to)
+        except ValueError as exc:
+            raise bad_request(f"transcription_config.transcript_filtering_config.replacements[{n}]: {exc}",
+                              error="Job rejected") from None
+    overrides = tc.punctuation_overrides
+    for mark in overrides.permitted_marks or () if overrides else ():
+        if mark != "all" and len(mark) != 1:
+            raise bad_request("transcription_config.punctuation_overrides.permitted_marks: "
+                              f"{mark!r} is neither one character nor \"all\"")
+    lid = config.language_identification_config
+    if lid is not None:
+        for code in lid.expected_languages or ():
+            _check_language("language_identification_config.expected_languages", code)
+        if lid.default_language is not None:
+            _check_language("language_identification_config.default_language", lid.default_language)
+        if lid.low_confidence_action == "use_default_language" and lid.default_language is None:
+            raise bad_request("language_identification_config: low_confidence_action "
+                              "\"use_default_language\" needs a default_language")
+    if config.translation_config is not None:
+        for code in config.translation_config.target_languages:
+            if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?", code):
+                raise bad_request(f"translation_config.target_languages: {code!r} is not a language code")
 
 
 def parse_processing_data(header: str | None) -> ProcessingData:

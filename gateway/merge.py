@@ -22,12 +22,3 @@ def merge(plans: list[SegmentPlan], replies: list[Transcribed]) -> list[Word]:
     words = [w for plan, reply in zip(plans, replies) for w in owned_words(plan, reply)]
     return sorted(words, key=lambda w: (w.start, w.end))
 
-
-def detected_language(replies: list[Transcribed]) -> tuple[str, float]:
-    """The language heard over the most audio, weighted by the model's confidence."""
-    weights: dict[str, float] = {}
-    for r in replies:
-        weights[r.language] = weights.get(r.language, 0.0) + r.audio_seconds * r.language_probability
-    language = max(weights, key=weights.__getitem__)
-    best = max((r for r in replies if r.language == language), key=lambda r: r.language_probability)
-    return language, best.language_probability

@@ -14,10 +14,22 @@ import msgspec
 from gateway import speaker_id, speakers
 from gateway.jobs import Job, iso_ms
 from gateway.merge import merge
+from gateway.options import feature_errors, rewrite_results
 from gateway.outputs import JobFolder, JobLog
 from shared import languages, render
 from shared import messages as m
-from shared.transcript import JobInfo, Metadata, Result, SpeakerInfo, Transcript, encode, words_to_results
+from shared.transcript import (
+    FeatureError,
+    JobInfo,
+    LanguageIdentification,
+    Metadata,
+    Result,
+    SpeakerInfo,
+    Transcript,
+    TranslatedSentence,
+    encode,
+    words_to_results,
+)
 
 ORCHESTRATOR_VERSION = "chorus-0.1.0"
 
@@ -30,6 +42,9 @@ class Heard(msgspec.Struct):
     language: str  # Whisper code, detected or requested
     channels: int  # > 1 for channel diarization: one task per channel
     diarized: m.Diarized | None = None
+    identification: LanguageIdentification | None = None  # language "auto"
+    translated: list[m.Transcribed] | None = None  # Whisper's English, one per ASR task
+    translation_errors: list[FeatureError] = msgspec.field(default_factory=list)
 
 
 def channel_labels(job: Job, count: int) -> list[str]:
@@ -81,6 +96,53 @@ def rttm(job: Job, diarized: m.Diarized, names: dict[int, str]) -> str:
                    for t in diarized.turns)
 
 
+def sentences(results: list[Result], delimiter: str) -> list[TranslatedSentence]:
+    """Results cut into sentences (at sentence ends and speaker changes) for `translations`."""
+    out: list[TranslatedSentence] = []
+    run: list[Result] = []
+
+    def close() -> None:
+        words = [r for r in run if r.type == "word"]
+        if words:
+            speaker = words[0].alternatives[0].speaker
+            out.append(TranslatedSentence(
+                start_time=words[0].start_time, end_time=run[-1].end_time,
+                content=render.join_tokens(run, delimiter),
+                speaker=speaker if speaker != speakers.UNKNOWN else None, channel=words[0].channel))
+        run.clear()
+
+    for r in results:
+        if r.type == "word" and run and r.alternatives[0].speaker != run[-1].alternatives[0].speaker:
+            close()
+        run.append(r)
+        if r.is_eos:
+            close()
+    close()
+    return out
+
+
+def _translations(job: Job, heard: Heard, streams: list[list[Result]],
+                  labels: SpeakerLabels | None) -> dict[str, list[TranslatedSentence]] | None:
+    config = job.parsed.config.translation_config
+    if config is None or "en" not in config.target_languages:
+        return None
+    if heard.language == "en":  # the transcript is already English
+        found = [s for stream in streams for s in sentences(stream, " ")]
+    elif heard.translated is not None:
+        names = channel_labels(job, heard.channels) if heard.channels > 1 else [None]
+        found = []
+        for c, words in enumerate([r.words for r in heard.translated] if heard.channels > 1
+                                  else [merge(heard.plans, heard.translated)]):
+            who = None
+            if labels is not None and heard.diarized is not None:
+                who = [labels.names.get(i, speakers.UNKNOWN) if i is not None else speakers.UNKNOWN
+                       for i in speakers.assign(words, heard.diarized.turns)]
+            found += sentences(words_to_results(words, "en", who, names[c]), " ")
+    else:
+        return None
+    return {"en": sorted(found, key=lambda s: s.start_time)}
+
+
 def build_transcript(job: Job, heard: Heard, words: list[m.Word], labels: SpeakerLabels | None) -> Transcript:
     tc = job.parsed.transcription
     language = languages.from_whisper(heard.language) if tc.language == "auto" else tc.language
@@ -88,9 +150,11 @@ def build_transcript(job: Job, heard: Heard, words: list[m.Word], labels: Speake
         names = channel_labels(job, heard.channels)
         streams = [words_to_results(reply.words, language, channel=names[c])
                    for c, reply in enumerate(heard.replies)]
-        results: list[Result] = list(heapq.merge(*streams, key=lambda r: r.start_time))
     else:
-        results = words_to_results(words, language, labels and labels.words)
+        streams = [words_to_results(words, language, labels and labels.words)]
+    streams = [rewrite_results(stream, tc, heard.language) for stream in streams]
+    results: list[Result] = list(heapq.merge(*streams, key=lambda r: r.start_time))
+    errors = feature_errors(job.parsed.config, tc, heard.language)
     output_config = job.parsed.echo.get("output_config")
     return Transcript(
         format="2.9",
@@ -103,9 +167,18 @@ def build_transcript(job: Job, heard: Heard, words: list[m.Word], labels: Speake
             language_pack_info=languages.pack_info(language),
             orchestrator_version=ORCHESTRATOR_VERSION,
             output_config=output_config if isinstance(output_config, dict) else None,
+            language_identification=heard.identification,
+            translation_errors=(heard.translation_errors + errors.translation) or None,
+            summarization_errors=errors.summarization or None,
+            sentiment_analysis_errors=errors.sentiment_analysis or None,
+            topic_detection_errors=errors.topic_detection or None,
+            auto_chapters_errors=errors.auto_chapters or None,
+            audio_events_errors=errors.audio_events or None,
+            transcription_errors=errors.transcription or None,
         ),
         results=results,
         speakers=labels.speakers if labels else None,
+        translations=_translations(job, heard, streams, labels),
     )
 
 

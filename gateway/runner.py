@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from gateway import identify
 from gateway.admission import Admission
+from gateway.jobconfig import LanguageIdentificationConfig, TranscriptionConfig
 from gateway.jobs import DELETED, DONE, Job
 from gateway.metrics import Metrics
-from gateway.merge import detected_language
 from gateway.outputs import JobFolder, JobLog
 from gateway.pool import EngineDied, EngineHandle, EnginePool
 from gateway.remote import FetchFailed, callback_body, fetch, notify
@@ -28,6 +29,7 @@ from gateway.results import Heard, channel_labels, write_outputs
 from gateway.speaker_id import SpeakerKeys
 from shared import languages
 from shared import messages as m
+from shared.transcript import FeatureError, LanguageIdentification
 
 log = logging.getLogger("chorus.runner")
 
@@ -55,6 +57,21 @@ def choose_model(requested: str, language: str, engine: m.Ready, job_log: JobLog
                     f"using the {info.name} model ({info.source}) instead")
             return info.name
     raise ValueError(f"no configured model supports language {language!r}")
+
+
+def transcribe_options(tc: TranscriptionConfig) -> dict:
+    """The Transcribe fields a job's options set: vocabulary hotwords, the volume threshold."""
+    # The content and its sounds_like spellings: Whisper is steered towards any of them, and
+    # a sounds_like spelling it writes is mapped back to the content afterwards.
+    vocabulary = ", ".join(dict.fromkeys(s for v in tc.vocabulary for s in (v.content, *(v.sounds_like or ()))))
+    filtering = tc.audio_filtering_config
+    return {"hotwords": vocabulary or None,
+            "volume_threshold": filtering.volume_threshold if filtering is not None else None}
+
+
+def wants_translation(job: Job) -> bool:
+    config = job.parsed.config.translation_config
+    return config is not None and "en" in config.target_languages
 
 
 def _seconds(samples: int) -> float:
@@ -186,18 +203,30 @@ class Runner:
         assert first.info is not None
         model = choose_model(job.parsed.model, tc.language, first.info, job_log)
         source = next(i.source for i in first.info.models if i.name == model)
-        job_log(f"transcribing with the {model} model ({source}), language {tc.language}, "
+        identification = None
+        if tc.language == "auto":
+            found = await self._identify(job, folder, job_log, first, model)
+            if found is None:
+                return
+            language, identification = found
+            # The requested model again, if it serves the language found (tiny.en for English).
+            model = choose_model(job.parsed.model, languages.from_whisper(language), first.info, job_log)
+            source = next(i.source for i in first.info.models if i.name == model)
+        else:
+            language = languages.to_whisper(tc.language)
+        job_log(f"transcribing with the {model} model ({source}), language {language}, "
                 f"{first.info.device}, {first.info.compute_type}, {first.info.threads} thread(s) per engine")
-        language = None if tc.language == "auto" else languages.to_whisper(tc.language)
         whole = m.SegmentPlan(start=0, end=decoded.samples, keep_start=0, keep_end=decoded.samples,
                               cut_before="start", cut_after="end")
+        options = transcribe_options(tc)
 
         if by_channel:
             labels = channel_labels(job, decoded.channels)
             plans = [whole] * decoded.channels
             tasks = [Task(f"channel {c + 1} ({labels[c]})",
                           m.Transcribe(job_id=job.id, segment=c, audio_path=m.channel_path(str(folder.audio), c),
-                                       start_sample=0, end_sample=decoded.samples, model=model, language=language))
+                                       start_sample=0, end_sample=decoded.samples, model=model, language=language,
+                                       **options))
                      for c in range(decoded.channels)]
         else:
             plans = [whole] if len(engines) == 1 else await self._plan(job, folder, job_log, first, len(engines))
@@ -205,8 +234,20 @@ class Runner:
                 return
             tasks = [Task(f"segment {i} ({_seconds(p.start):.2f}-{_seconds(p.end):.2f} s)",
                           m.Transcribe(job_id=job.id, segment=i, audio_path=str(folder.audio),
-                                       start_sample=p.start, end_sample=p.end, model=model, language=language))
+                                       start_sample=p.start, end_sample=p.end, model=model, language=language,
+                                       **options))
                      for i, p in enumerate(plans)]
+        asr_tasks = len(tasks)
+        translation_errors: list[FeatureError] = []
+        if wants_translation(job) and language != "en":
+            translator = next((i.name for i in first.info.models if i.multilingual), None)
+            if translator is None:
+                translation_errors.append(FeatureError(
+                    type="translation_failed", message="no multilingual model is configured to translate with"))
+            else:
+                tasks += [Task(f"{t.name}, translated", msgspec.structs.replace(
+                              t.request, model=translator, task="translate", hotwords=None))
+                          for t in tasks[:asr_tasks]]
         if tc.diarization == "speaker":
             # The whole file at once, so speaker labels agree across segments; first in the
             # queue, as the longest single task.
@@ -220,14 +261,34 @@ class Runner:
             return
         diarized = next((r for r in replies if isinstance(r, m.Diarized)), None)
         transcribed = [r for r in replies if isinstance(r, m.Transcribed)]
-        detected, probability = detected_language(transcribed)
-        if tc.language == "auto":
-            job_log(f"detected language {detected} (p={probability:.2f})")
-        heard = Heard(plans=plans, replies=transcribed, language=detected,
-                      channels=decoded.channels if by_channel else 1, diarized=diarized)
+        heard = Heard(plans=plans, replies=transcribed[:asr_tasks], language=language,
+                      channels=decoded.channels if by_channel else 1, diarized=diarized,
+                      identification=identification, translated=transcribed[asr_tasks:] or None,
+                      translation_errors=translation_errors)
         words = await asyncio.to_thread(write_outputs, job, folder, heard, self.speaker_keys, job_log)
         job.status = DONE
         job_log(f"wrote json-v2, txt and srt: {words} words")
+
+    async def _identify(self, job: Job, folder: JobFolder, job_log: JobLog, engine: EngineHandle,
+                        model: str) -> tuple[str, LanguageIdentification] | None:
+        """language "auto": Whisper scores the first speech, among the expected languages;
+        the job is then transcribed in the winner (or rejected, as low_confidence_action says)."""
+        lid = job.parsed.config.language_identification_config or LanguageIdentificationConfig()
+        expected = [languages.to_whisper(c) for c in lid.expected_languages or ()] or None
+        found = await self._call(engine, m.Identify(job_id=job.id, audio_path=str(folder.audio), model=model,
+                                                    expected=expected), "language identification", job_log)
+        if isinstance(found, m.Failed):
+            job.reject(f"language identification failed: {found.reason}")
+            return None
+        assert isinstance(found, m.Identified)
+        verdict = identify.decide(found, lid)
+        job_log(f"language identification over {found.start:.2f}-{found.end:.2f} s in {found.seconds:.2f} s: "
+                + (", ".join(f"{languages.from_whisper(s.language)} {s.probability:.2f}" for s in found.scores)
+                   or "no speech") + f"; {verdict.log}")
+        if verdict.reject:
+            job.reject(verdict.log)
+            return None
+        return verdict.language, verdict.metadata
 
     async def _plan(self, job: Job, folder: JobFolder, job_log: JobLog, engine: EngineHandle,
                     count: int) -> list[m.SegmentPlan] | None:

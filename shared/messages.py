@@ -18,6 +18,7 @@ class Word(msgspec.Struct, array_like=True, frozen=True):
     end: float
     text: str  # as the model wrote it, punctuation still attached
     probability: float
+    volume: float | None = None  # 0-100 (100 x RMS), measured when the job filters by volume
 
 
 class ModelInfo(msgspec.Struct, frozen=True):
@@ -86,6 +87,19 @@ class Transcribe(msgspec.Struct, tag=True):
     language: str | None  # None: let Whisper detect
     beam_size: int = 5
     vad_filter: bool = True
+    task: str = "transcribe"  # "translate": Whisper's translation into English
+    hotwords: str | None = None  # additional_vocab, to bias decoding
+    volume_threshold: float | None = None  # 0-100: quieter audio is silenced first
+
+
+class Identify(msgspec.Struct, tag=True):
+    """Which language is spoken: Whisper's language scores over the first speech of a file."""
+
+    job_id: str
+    audio_path: str
+    model: str
+    expected: list[str] | None  # Whisper codes to choose from; None: any the model knows
+    windows: int = 3  # 30 s windows of speech to score
 
 
 class Diarize(msgspec.Struct, tag=True):
@@ -106,7 +120,7 @@ class Stop(msgspec.Struct, tag=True):
     pass
 
 
-Request = Decode | Plan | Transcribe | Diarize | Cancel | Stop
+Request = Decode | Plan | Identify | Transcribe | Diarize | Cancel | Stop
 
 
 # ---- engine -> gateway ---------------------------------------------------------------
@@ -150,6 +164,21 @@ class Planned(msgspec.Struct, tag=True):
     seconds: float
 
 
+class LanguageScore(msgspec.Struct, array_like=True, frozen=True):
+    language: str  # Whisper code
+    probability: float
+
+
+class Identified(msgspec.Struct, tag=True):
+    job_id: str
+    scores: list[LanguageScore]  # best first, renormalised over the expected languages; [] without speech
+    heard: LanguageScore | None  # the best of all languages, expected or not
+    expected_share: float  # how much of Whisper's probability the expected languages hold (1 without)
+    start: float  # the span of audio the scores cover
+    end: float
+    seconds: float
+
+
 class Transcribed(msgspec.Struct, tag=True):
     job_id: str
     segment: int
@@ -182,7 +211,7 @@ class Failed(msgspec.Struct, tag=True):
     reason: str
 
 
-Reply = Ready | LoadFailed | Decoded | Planned | Transcribed | Diarized | Failed
+Reply = Ready | LoadFailed | Decoded | Planned | Identified | Transcribed | Diarized | Failed
 
 _request_encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(Request)

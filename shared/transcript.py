@@ -33,6 +33,7 @@ class Result(msgspec.Struct, omit_defaults=True):
     attaches_to: str | None = None
     is_eos: bool | None = None
     channel: str | None = None
+    volume: float | None = None
 
 
 class JobInfo(msgspec.Struct, omit_defaults=True):
@@ -43,6 +44,28 @@ class JobInfo(msgspec.Struct, omit_defaults=True):
     tracking: dict[str, Any] | None = None
 
 
+class LanguageAlternative(msgspec.Struct):
+    language: str
+    confidence: float
+
+
+class LanguageIdentificationResult(msgspec.Struct):
+    alternatives: list[LanguageAlternative]
+    start_time: float
+    end_time: float
+
+
+class LanguageIdentification(msgspec.Struct, omit_defaults=True):
+    results: list[LanguageIdentificationResult]
+    error: str | None = None  # LOW_CONFIDENCE | UNEXPECTED_LANGUAGE | NO_SPEECH | ...
+    message: str | None = None
+
+
+class FeatureError(msgspec.Struct):
+    type: str  # "unsupported_feature", "unsupported_target_language", ...
+    message: str
+
+
 class Metadata(msgspec.Struct, omit_defaults=True):
     created_at: str
     type: str
@@ -50,6 +73,23 @@ class Metadata(msgspec.Struct, omit_defaults=True):
     language_pack_info: LanguagePackInfo
     orchestrator_version: str
     output_config: dict[str, Any] | None = None
+    language_identification: LanguageIdentification | None = None
+    translation_errors: list[FeatureError] | None = None
+    summarization_errors: list[FeatureError] | None = None
+    sentiment_analysis_errors: list[FeatureError] | None = None
+    topic_detection_errors: list[FeatureError] | None = None
+    auto_chapters_errors: list[FeatureError] | None = None
+    audio_events_errors: list[FeatureError] | None = None
+    # transcription_config options this worker accepts but does not implement
+    transcription_errors: list[FeatureError] | None = None
+
+
+class TranslatedSentence(msgspec.Struct, omit_defaults=True):
+    start_time: float
+    end_time: float
+    content: str
+    speaker: str | None = None
+    channel: str | None = None
 
 
 class SpeakerInfo(msgspec.Struct):
@@ -63,6 +103,7 @@ class Transcript(msgspec.Struct, omit_defaults=True):
     metadata: Metadata
     results: list[Result]
     speakers: list[SpeakerInfo] | None = None
+    translations: dict[str, list[TranslatedSentence]] | None = None
 
 
 def _split_marks(text: str) -> tuple[list[str], str, list[str]]:
@@ -86,6 +127,24 @@ def _marks(run: str) -> list[str]:
     return out
 
 
+def _join_hyphenated(words: list[Word], speakers: list[str] | None) -> tuple[list[Word], list[str] | None]:
+    """Whisper's word timing splits "non-administrator" into " non" and "-administrator"
+    (a hyphen token opens a word): join such pieces back into one word."""
+    if not any(w.text.startswith("-") for w in words):
+        return words, speakers
+    out: list[Word] = []
+    who: list[str] = []
+    for n, w in enumerate(words):
+        if out and w.text.startswith("-") and len(w.text) > 1 and out[-1].text[-1:].isalnum():
+            prev = out[-1]
+            out[-1] = Word(start=prev.start, end=max(prev.end, w.end), text=prev.text + w.text,
+                           probability=min(prev.probability, w.probability), volume=prev.volume)
+            continue
+        out.append(w)
+        who.append(speakers[n] if speakers else "UU")
+    return out, (who if speakers else None)
+
+
 def words_to_results(
     words: list[Word], language: str, speakers: list[str] | None = None, channel: str | None = None
 ) -> list[Result]:
@@ -95,6 +154,7 @@ def words_to_results(
     """
     results: list[Result] = []
     speaker = "UU"
+    words, speakers = _join_hyphenated(words, speakers)
 
     def _punct(mark: str, at: float, attaches_to: str) -> Result:
         return Result(
@@ -123,6 +183,7 @@ def words_to_results(
                 type="word",
                 start_time=start,
                 end_time=end,
+                volume=word.volume,
                 alternatives=[
                     Alternative(
                         content=core,
