@@ -89,3 +89,40 @@ def test_client_reads_jobs_that_others_submitted_with_extra_keys(idle_server, sp
     with Client(url=f"{idle_server.url}/v2", api_key="x") as client:
         assert client.get_job_info(job_id).status == JobStatus.DONE
         assert job_id in [j.id for j in client.list_jobs(limit=100)]
+
+
+def test_client_sends_transcription_options_and_reads_them_back(idle_server, speech):
+    """The client's own option classes on the wire, and everything the job adds read back."""
+    from speechmatics.batch import (
+        AudioFilteringConfig,
+        JobConfig,
+        JobType,
+        SummarizationConfig,
+        TranscriptFilteringConfig,
+        TranslationConfig,
+    )
+
+    audio, _ = speech  # "Please enter your password followed by the pound key."
+    config = JobConfig(
+        type=JobType.TRANSCRIPTION,
+        transcription_config=TranscriptionConfig(
+            language="en", model="standard", output_locale="en-GB",
+            additional_vocab=[{"content": "pound key"}], punctuation_overrides={"permitted_marks": ["."]},
+            transcript_filtering_config=TranscriptFilteringConfig(
+                replacements=[{"from": "/^password$/", "to": "passphrase"}]),
+            audio_filtering_config=AudioFilteringConfig(volume_threshold=0)),
+        translation_config=TranslationConfig(target_languages=["en", "fr"]),
+        summarization_config=SummarizationConfig(summary_length="brief"),
+    )
+    with Client(url=f"{idle_server.url}/v2", api_key="x") as client:
+        job = client.submit_job(str(audio), config=config)
+        result = client.wait_for_completion(job.id)
+        info = client.get_job_info(job.id)
+        listed = client.list_jobs(limit=100)
+    assert "passphrase" in result.transcript_text and "password" not in result.transcript_text
+    assert "," not in result.transcript_text
+    assert result.translations["en"][0]["content"].lower().startswith("please enter your passphrase")
+    assert [e["type"] for e in result.metadata.translation_errors] == ["unsupported_target_language"]
+    assert result.metadata.summarization_errors[0]["type"] == "unsupported_feature"
+    assert info.config.translation_config.target_languages == ["en", "fr"]
+    assert job.id in [j.id for j in listed]
