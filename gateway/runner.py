@@ -59,14 +59,20 @@ def choose_model(requested: str, language: str, engine: m.Ready, job_log: JobLog
     raise ValueError(f"no configured model supports language {language!r}")
 
 
-def transcribe_options(tc: TranscriptionConfig) -> dict:
-    """The Transcribe fields a job's options set: vocabulary hotwords, the volume threshold."""
-    # The content and its sounds_like spellings: Whisper is steered towards any of them, and
-    # a sounds_like spelling it writes is mapped back to the content afterwards.
-    vocabulary = ", ".join(dict.fromkeys(s for v in tc.vocabulary for s in (v.content, *(v.sounds_like or ()))))
-    filtering = tc.audio_filtering_config
-    return {"hotwords": vocabulary or None,
-            "volume_threshold": filtering.volume_threshold if filtering is not None else None}
+class DecodeOptions(msgspec.Struct, frozen=True):
+    """What a job's options change in every Transcribe request it sends."""
+
+    hotwords: str | None
+    volume_threshold: float | None
+
+    @classmethod
+    def of(cls, tc: TranscriptionConfig) -> DecodeOptions:
+        # The content and its sounds_like spellings: Whisper is steered towards any of them,
+        # and a sounds_like spelling it writes is mapped back to the content afterwards.
+        vocabulary = ", ".join(dict.fromkeys(s for v in tc.vocabulary for s in (v.content, *(v.sounds_like or ()))))
+        filtering = tc.audio_filtering_config
+        return cls(hotwords=vocabulary or None,
+                   volume_threshold=filtering.volume_threshold if filtering is not None else None)
 
 
 def wants_translation(job: Job) -> bool:
@@ -218,7 +224,7 @@ class Runner:
                 f"{first.info.device}, {first.info.compute_type}, {first.info.threads} thread(s) per engine")
         whole = m.SegmentPlan(start=0, end=decoded.samples, keep_start=0, keep_end=decoded.samples,
                               cut_before="start", cut_after="end")
-        options = transcribe_options(tc)
+        options = DecodeOptions.of(tc)
 
         if by_channel:
             labels = channel_labels(job, decoded.channels)
@@ -226,7 +232,7 @@ class Runner:
             tasks = [Task(f"channel {c + 1} ({labels[c]})",
                           m.Transcribe(job_id=job.id, segment=c, audio_path=m.channel_path(str(folder.audio), c),
                                        start_sample=0, end_sample=decoded.samples, model=model, language=language,
-                                       **options))
+                                       hotwords=options.hotwords, volume_threshold=options.volume_threshold))
                      for c in range(decoded.channels)]
         else:
             plans = [whole] if len(engines) == 1 else await self._plan(job, folder, job_log, first, len(engines))
@@ -235,7 +241,7 @@ class Runner:
             tasks = [Task(f"segment {i} ({_seconds(p.start):.2f}-{_seconds(p.end):.2f} s)",
                           m.Transcribe(job_id=job.id, segment=i, audio_path=str(folder.audio),
                                        start_sample=p.start, end_sample=p.end, model=model, language=language,
-                                       **options))
+                                       hotwords=options.hotwords, volume_threshold=options.volume_threshold))
                      for i, p in enumerate(plans)]
         asr_tasks = len(tasks)
         translation_errors: list[FeatureError] = []
