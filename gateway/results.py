@@ -63,8 +63,8 @@ def label_speakers(job: Job, diarized: m.Diarized, words: list[m.Word], keys: sp
     """S1, S2, … by first appearance; enrolled voices get their names instead."""
     sdc = job.parsed.transcription.speaker_config
     who = speakers.assign(words, diarized.turns, sdc.prefer_current_speaker)
-    order = [*dict.fromkeys(i for i in who if i is not None),
-             *(i for i in dict.fromkeys(t.speaker for t in diarized.turns) if i not in who)]
+    # Speakers heard in words first, then those only found in turns.
+    order = list(dict.fromkeys([*(i for i in who if i is not None), *(t.speaker for t in diarized.turns)]))
     identified: dict[int, str] = {}
     if sdc.speakers:
         enrolled: dict[str, list] = {}
@@ -78,8 +78,8 @@ def label_speakers(job: Job, diarized: m.Diarized, words: list[m.Word], keys: sp
         for index, (label, score) in speaker_id.match(diarized.centroids, enrolled).items():
             job_log(f"speaker identified: diarized speaker {index} is {label!r} (cosine similarity {score:.2f})")
             identified[index] = label
-    unknown = iter(range(1, len(order) + 1))
-    names = {i: identified[i] if i in identified else f"S{next(unknown)}" for i in order}
+    numbered = speakers.labels_by_first_appearance([i for i in order if i not in identified])
+    names = {i: identified.get(i) or numbered[i] for i in order}
     known = None
     if sdc.get_speakers:
         known = [SpeakerInfo(label=names[i], speaker_identifiers=[
@@ -124,7 +124,7 @@ def sentences(results: list[Result], delimiter: str) -> list[TranslatedSentence]
 def _translations(job: Job, heard: Heard, streams: list[list[Result]],
                   labels: SpeakerLabels | None) -> dict[str, list[TranslatedSentence]] | None:
     config = job.parsed.config.translation_config
-    if config is None or "en" not in config.target_languages:
+    if config is None or not config.into_english:
         return None
     if heard.language == "en":  # the transcript is already English
         found = [s for stream in streams for s in sentences(stream, " ")]
