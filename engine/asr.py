@@ -109,6 +109,11 @@ def volume(samples: np.ndarray) -> float:
     return float(min(100.0, 100.0 * np.sqrt(np.mean(np.square(samples, dtype=np.float64))))) if samples.size else 0.0
 
 
+def word_volume(audio: np.ndarray, start: float, end: float) -> float:
+    first = int(start * SAMPLE_RATE)
+    return round(volume(audio[first : max(int(end * SAMPLE_RATE), first + 1)]), 2)
+
+
 def silence_quiet_audio(audio: np.ndarray, threshold: float) -> np.ndarray:
     """Zero the 100 ms frames whose neighbourhood never reaches `threshold`, so that VAD and
     Whisper hear silence there."""
@@ -194,8 +199,7 @@ def transcribe(
                     end=float(w.end) + offset,
                     text=w.word,
                     probability=float(w.probability),
-                    volume=None if request.volume_threshold is None else round(volume(
-                        audio[int(w.start * SAMPLE_RATE) : max(int(w.end * SAMPLE_RATE), int(w.start * SAMPLE_RATE) + 1)]), 2),
+                    volume=None if request.volume_threshold is None else word_volume(audio, w.start, w.end),
                 )
             )
     return Transcribed(

@@ -131,6 +131,11 @@ class NotificationConfig(msgspec.Struct):
 class TranslationConfig(msgspec.Struct):
     target_languages: Annotated[list[str], msgspec.Meta(min_length=1, max_length=5)]
 
+    @property
+    def into_english(self) -> bool:
+        """Whisper translates into English only; other targets are reported, not done."""
+        return "en" in self.target_languages
+
 
 class LanguageIdentificationConfig(msgspec.Struct):
     expected_languages: list[str] | None = None

@@ -20,8 +20,7 @@ def rewrite_results(results: list[Result], tc: TranscriptionConfig, language: st
         stream.map_words(rewrite.respell(tc.output_locale), mark=False)
     overrides = tc.punctuation_overrides
     if overrides is not None:
-        stream.results = rewrite.override_punctuation(stream.results, overrides.permitted_marks, overrides.sensitivity)
-        stream.replaced = [False] * len(stream.results)
+        stream.keep(rewrite.punctuation_kept(stream.results, overrides.permitted_marks, overrides.sensitivity))
     filtering = tc.transcript_filtering_config
     if filtering is not None and filtering.remove_disfluencies:
         stream.map_words(lambda w: "" if rewrite.is_disfluency(w) else None, mark=False)

@@ -27,10 +27,11 @@ def _key(text: str) -> tuple[str, ...]:
     return tuple(text.casefold().split())
 
 
-def _with_content(result: Result, content: str, start: float, end: float) -> Result:
+def _with_content(result: Result, content: str, start: float, end: float, confidence: float | None = None) -> Result:
     alt = result.alternatives[0]
+    confidence = alt.confidence if confidence is None else confidence
     return msgspec.structs.replace(result, start_time=round(start, 2), end_time=round(end, 2), alternatives=[
-        msgspec.structs.replace(alt, content=content), *result.alternatives[1:]])
+        msgspec.structs.replace(alt, content=content, confidence=confidence), *result.alternatives[1:]])
 
 
 def _spread(first: Result, last: Result, text: str) -> list[Result]:
@@ -39,9 +40,7 @@ def _spread(first: Result, last: Result, text: str) -> list[Result]:
     start, end = first.start_time, last.end_time
     step = (end - start) / max(len(words), 1)
     confidence = min(first.alternatives[0].confidence, last.alternatives[0].confidence)
-    return [msgspec.structs.replace(_with_content(first, w, start + i * step, start + (i + 1) * step),
-                                    alternatives=[msgspec.structs.replace(first.alternatives[0], content=w,
-                                                                          confidence=confidence)])
+    return [_with_content(first, w, start + i * step, start + (i + 1) * step, confidence)
             for i, w in enumerate(words)]
 
 
@@ -75,6 +74,10 @@ class Stream:
             out_done.extend([mark] * len(new))
             i = _drop_after(results, i + n, out) if not new else i + n
         self.results, self.replaced = out, out_done
+
+    def keep(self, mask: list[bool]) -> None:
+        self.results = [r for r, k in zip(self.results, mask) if k]
+        self.replaced = [d for d, k in zip(self.replaced, mask) if k]
 
     def _free_word(self, i: int) -> bool:
         return self.results[i].type == "word" and not self.replaced[i]
@@ -169,25 +172,24 @@ def respell(locale: str) -> Callable[[str], str | None]:
 # ---- punctuation overrides -----------------------------------------------------------------
 
 
-def override_punctuation(results: list[Result], permitted: list[str] | None, sensitivity: float) -> list[Result]:
-    """Keep only permitted marks; below sensitivity 0.5 keep a mark only where the speaker
-    pauses after it: (0.5 - s) x 2 s for commas and the like, (0.5 - s) x 1 s for sentence
-    ends, so low values leave only the clearest boundaries. 0.5 and above keep Whisper's."""
+def punctuation_kept(results: list[Result], permitted: list[str] | None, sensitivity: float) -> list[bool]:
+    """Which results survive punctuation_overrides: only permitted marks; below sensitivity 0.5
+    a mark only where the speaker pauses after it: (0.5 - s) x 2 s for commas and the like,
+    (0.5 - s) x 1 s for sentence ends, so low values leave only the clearest boundaries. 0.5
+    and above keep Whisper's."""
     allowed = None if permitted is None or "all" in permitted else set(permitted)
-    out: list[Result] = []
-    for i, r in enumerate(results):
-        if r.type == "punctuation":
-            content = r.alternatives[0].content
-            if allowed is not None and not set(content) <= allowed:
-                continue
-            if sensitivity < 0.5:
-                following = next((x for x in results[i + 1:] if x.type == "word"), None)
-                pause = following.start_time - r.end_time if following is not None else float("inf")
-                needed = (0.5 - sensitivity) * (1.0 if r.is_eos else 2.0)
-                if pause < needed:
-                    continue
-        out.append(r)
-    return out
+    keep = [True] * len(results)
+    next_word = float("inf")  # start of the next word, scanning backwards
+    for i in range(len(results) - 1, -1, -1):
+        r = results[i]
+        if r.type == "word":
+            next_word = r.start_time
+            continue
+        if allowed is not None and not set(r.alternatives[0].content) <= allowed:
+            keep[i] = False
+        elif sensitivity < 0.5 and next_word - r.end_time < (0.5 - sensitivity) * (1.0 if r.is_eos else 2.0):
+            keep[i] = False
+    return keep
 
 
 # ---- disfluencies and replacements ---------------------------------------------------------

@@ -75,11 +75,6 @@ class DecodeOptions(msgspec.Struct, frozen=True):
                    volume_threshold=filtering.volume_threshold if filtering is not None else None)
 
 
-def wants_translation(job: Job) -> bool:
-    config = job.parsed.config.translation_config
-    return config is not None and "en" in config.target_languages
-
-
 def _seconds(samples: int) -> float:
     return samples / m.SAMPLE_RATE
 
@@ -245,7 +240,8 @@ class Runner:
                      for i, p in enumerate(plans)]
         asr_tasks = len(tasks)
         translation_errors: list[FeatureError] = []
-        if wants_translation(job) and language != "en":
+        translation = job.parsed.config.translation_config
+        if translation is not None and translation.into_english and language != "en":
             translator = next((i.name for i in first.info.models if i.multilingual), None)
             if translator is None:
                 translation_errors.append(FeatureError(
