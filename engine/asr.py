@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from faster_whisper import WhisperModel, decode_audio
+from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 
 from shared.messages import (
     SAMPLE_RATE,
@@ -173,21 +173,21 @@ def identify(model: WhisperModel, request: Identify) -> Identified:
 
 
 def transcribe(
-    model: WhisperModel, request: Transcribe, cancelled: Callable[[], bool]
+    model: WhisperModel, request: Transcribe, cancelled: Callable[[], bool], batch_size: int = 1
 ) -> Transcribed:
     started = time.perf_counter()
     audio = read_samples(request.audio_path, request.start_sample, request.end_sample)
     offset = request.start_sample / SAMPLE_RATE
     heard = audio if request.volume_threshold is None else silence_quiet_audio(audio, request.volume_threshold)
-    segments, info = model.transcribe(
-        heard,
-        language=request.language,
-        task=request.task,
-        beam_size=request.beam_size,
-        word_timestamps=True,
-        vad_filter=request.vad_filter,
-        hotwords=request.hotwords,
-    )
+    options = dict(language=request.language, task=request.task, beam_size=request.beam_size,
+                   word_timestamps=True, vad_filter=request.vad_filter, hotwords=request.hotwords)
+    # The batched pipeline cuts the audio at VAD pauses into <= 30 s chunks and decodes
+    # `batch_size` of them at once (no text carried from one chunk to the next); it needs
+    # VAD to find the chunks.
+    if batch_size > 1 and request.vad_filter:
+        segments, info = BatchedInferencePipeline(model).transcribe(heard, batch_size=batch_size, **options)
+    else:
+        segments, info = model.transcribe(heard, **options)
     words: list[Word] = []
     for segment in segments:  # a generator: decoding happens window by window
         if cancelled():

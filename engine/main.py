@@ -66,6 +66,7 @@ class Engine:
                 models=infos,
                 diarization=self.diarizer.model_id if self.diarizer else None,
                 load_seconds=time.perf_counter() - started,
+                batch_size=s.batch_size,
             )
         )
 
@@ -95,7 +96,7 @@ class Engine:
             model = self.models[request.model]
             if isinstance(request, m.Identify):
                 return asr.identify(model, request)
-            return asr.transcribe(model, request, lambda: self.cancelled(request.job_id))
+            return asr.transcribe(model, request, lambda: self.cancelled(request.job_id), self.settings.batch_size)
         except asr.Cancelled:
             return m.Failed(job_id=request.job_id, reason="cancelled")
         except asr.JobAudioError as exc:

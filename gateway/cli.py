@@ -14,6 +14,7 @@ from shared.messages import EngineSettings
 
 DEFAULT_PORT = 18000
 DEFAULT_MAX_HISTORY = 1000
+DEFAULT_CUDA_BATCH = 8  # faster-whisper's own default for its batched pipeline
 
 
 def _at_least_one(message: str):
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     serve.add_argument("--compute-type", default="default",
                        help="CTranslate2 compute type (default: int8 on CPU, float16 on CUDA)")
+    serve.add_argument("--batch-size", type=_positive, default=None,
+                       help="VAD chunks each engine decodes at once with faster-whisper's batched "
+                            "pipeline (default: 8 on CUDA, 1 on CPU: window by window, each window "
+                            "conditioned on the text before it)")
     serve.add_argument("--threads-per-engine", type=_positive, default=None,
                        help="CPU threads per engine (default: the usable cores split evenly)")
     serve.add_argument("--model-standard", default=embedded.EMBEDDED,
@@ -131,6 +136,7 @@ def plan_engines(args: argparse.Namespace) -> list[EngineSettings]:
             cores=cores[i * threads:(i + 1) * threads] if pin else [],
             models=models,
             diarization=diarization,
+            batch_size=args.batch_size or (DEFAULT_CUDA_BATCH if device == "cuda" else 1),
         )
         for i in range(n)
     ]

@@ -216,7 +216,8 @@ class Runner:
         else:
             language = languages.to_whisper(tc.language)
         job_log(f"transcribing with the {model} model ({source}), language {language}, "
-                f"{first.info.device}, {first.info.compute_type}, {first.info.threads} thread(s) per engine")
+                f"{first.info.device}, {first.info.compute_type}, {first.info.threads} thread(s) per engine"
+                + (f", batches of {first.info.batch_size}" if first.info.batch_size > 1 else ""))
         whole = m.SegmentPlan(start=0, end=decoded.samples, keep_start=0, keep_end=decoded.samples,
                               cut_before="start", cut_after="end")
         options = DecodeOptions.of(tc)

@@ -39,6 +39,7 @@ class EngineSettings(msgspec.Struct, frozen=True):
     cores: list[int]  # CPU cores to pin to; empty: no pinning
     models: dict[str, str]  # "standard"/"enhanced" -> local folder or hub name
     diarization: str | None = None  # speaker models folder or pyannote pipeline; None: off
+    batch_size: int = 1  # > 1: faster-whisper's batched pipeline, this many VAD chunks per decode
 
 
 # ---- gateway -> engine ---------------------------------------------------------------
@@ -136,6 +137,7 @@ class Ready(msgspec.Struct, tag=True):
     models: list[ModelInfo]
     diarization: str | None  # the speaker model id, when diarization is loaded
     load_seconds: float
+    batch_size: int = 1
 
 
 class LoadFailed(msgspec.Struct, tag=True):

@@ -212,3 +212,22 @@ def test_engine_killed_mid_segment(idle_server, recording, unsplit, speech):
     assert idle_server.http.get("/jobs").json() == {"active_jobs": [], "max_engines": 2, "unused_engines": 2}
     idle_server.wait_ready()
     assert wer(speech[1], text(idle_server.transcribe(speech[0], processing={"parallel_engines": 2}))) <= 0.1
+
+
+def test_batched_decoding_split_on_two_engines(tmp_path, corpus, recording, unsplit):
+    """`--batch-size 4`: faster-whisper's batched pipeline on each engine, with the job split
+    in two; the words keep their times and order, and the WER stays near window-by-window's."""
+    audio, reference, duration = recording
+    server = ChorusServer(tmp_path / "jobs", parallel=2, args=["--batch-size", "4", "--diarization-model", "none"])
+    try:
+        server.wait_ready()
+        job_id = server.submit(audio, STANDARD, processing={"parallel_engines": 2}).json()["id"]
+        job = server.wait(job_id)
+        assert job["status"] == "done", job
+        batched = server.http.get(f"/v2/jobs/{job_id}/transcript").json()
+        log = server.http.get(f"/v2/jobs/{job_id}/log").text
+    finally:
+        assert server.stop() == 0
+    assert "batches of 4" in log and len(PLAN.findall(log)) == 2
+    assert_well_formed(batched, duration)
+    assert wer(reference, text(batched)) <= wer(reference, text(unsplit)) + 0.03, text(batched)

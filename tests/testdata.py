@@ -173,14 +173,17 @@ def prompt_names(lang: str = "en") -> list[str]:
     return sorted(n for n, t in _prompt_texts(lang).items() if n in have and "[" not in t and len(t) > 15)
 
 
-def long_recording(seconds: float, seed: int = 7) -> tuple[np.ndarray, str]:
+def long_recording(seconds: float, seed: int = 7, shuffled: bool = False) -> tuple[np.ndarray, str]:
     """Real speech joined with natural pauses (0.3-1.5 s): LibriVox clips, then Asterisk
-    prompts, until `seconds` long. Returns the samples and the reference text."""
+    prompts (or both in an order drawn from `seed` when `shuffled`), until `seconds` long.
+    Returns the samples and the reference text."""
     rng = np.random.default_rng(seed)
     parts: list[np.ndarray] = []
     texts: list[str] = []
     total = 0
     sources = [(a, t) for a, t in librivox()] + [prompt(n) for n in prompt_names()]
+    if shuffled:
+        sources = [sources[i] for i in rng.permutation(len(sources))]
     openings: set[tuple[str, ...]] = set()
     for samples, text in sources:
         if total >= seconds * RATE:
