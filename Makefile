@@ -34,8 +34,13 @@ test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-bench: install-test
-	$(BIN)/python bench/run_all.py
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
+	touch $@
+
+# Every bench/ script, then docs/benchmarks.md rebuilt; peers go into .cache/peers/ venvs.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

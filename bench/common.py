@@ -16,6 +16,7 @@ import testdata  # noqa: E402
 from chorus_server import ChorusServer  # noqa: E402
 
 RESULTS = ROOT / "docs" / "bench"
+MODEL_NAMES = {"standard": "tiny.en", "enhanced": "base"}  # the embedded models, by operating point
 
 
 def _cpu_times() -> list[int]:
@@ -33,7 +34,7 @@ def cpu_steal_percent() -> float:
     delta = [b - a for a, b in zip(_STARTED, now)]
     return 100.0 * delta[7] / max(1, sum(delta[:8]))
 
-__all__ = ["ChorusServer", "testdata", "machine", "median", "table", "write_section", "RESULTS", "ROOT"]
+__all__ = ["MODEL_NAMES", "ChorusServer", "testdata", "machine", "median", "table", "write_section", "RESULTS", "ROOT"]
 
 
 def machine() -> str:

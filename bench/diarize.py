@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 
 from common import ChorusServer, machine, median, table, testdata, write_section
+from plots import figure, label_bars, save
 
 VOICES = ["allison", "reader", "call-a", "call-b"]
 
@@ -51,7 +52,7 @@ def main() -> None:
     audio = testdata.write_wav(samples, work / "conversation.wav")
     minutes = samples.size / testdata.RATE / 60
 
-    rows, memory = [], {}
+    rows, memory, bars = [], {}, {}
     for label, parallel, threads, extra in (("--parallel 1, 2 threads", 1, 2, []),
                                             ("--parallel 2, 1 thread each", 2, 1, [])):
         server = ChorusServer(work / f"jobs{parallel}", parallel=parallel,
@@ -66,6 +67,7 @@ def main() -> None:
             server.stop()
         p, d = median(plain), median([w for w, _ in diarized])
         rtf = median([r for _, r in diarized if r is not None])
+        bars[label] = (p, d, rtf)
         rows.append([label, f"{rtf:.3f}", f"{p:.2f}", f"{d:.2f}", f"+{d - p:.2f} s ({(d - p) / p * 100:+.0f} %)"])
 
     server = ChorusServer(work / "jobs-off", parallel=1, args=["--diarization-model", "none"])
@@ -75,6 +77,23 @@ def main() -> None:
     finally:
         server.stop()
 
+    fig, (jobs, rtfs) = figure(9, 3.4, ncols=2)
+    xs = range(len(bars))
+    label_bars(jobs, jobs.bar([x - 0.2 for x in xs], [v[0] for v in bars.values()], 0.4, label="transcript only",
+                              color="#a3a3a3"), "{:.1f}")
+    label_bars(jobs, jobs.bar([x + 0.2 for x in xs], [v[1] for v in bars.values()], 0.4, label="with speakers",
+                              color="#2a6f97"), "{:.1f}")
+    jobs.set_xticks(list(xs), list(bars))
+    jobs.set_ylabel(f"job seconds ({minutes:.1f}-min conversation)")
+    jobs.legend(fontsize=8)
+    label_bars(rtfs, rtfs.bar(list(bars), [v[2] for v in bars.values()], color="#2a6f97"), "{:.3f}")
+    rtfs.axhline(0.25, ls=":", color="#e07a5f", label="target 0.25")
+    rtfs.set_ylabel("diarization RTF (lower is better)")
+    rtfs.legend(fontsize=8)
+    for ax in (jobs, rtfs):
+        ax.tick_params(axis="x", labelsize=7.5)
+    image = save(fig, "diarize", "Speaker diarization cost",
+                 f"pyannote segmentation-3.0 + CAM++ on CPU; ASR tiny.en int8; median of {args.runs} runs")
     write_section("diarize", f"""## Speaker diarization (bench/diarize.py)
 
 {machine()}. A {minutes:.1f}-minute conversation of four real voices ({args.turns} turns);
@@ -83,6 +102,8 @@ the standard model (tiny.en). The diarization RTF is the engine's own time for t
 file over its duration (from the job log); the added time compares the same job with
 `"diarization": "speaker"` and with `"none"`. Medians of {args.runs} runs. pyannote's own CPU
 figure is near 0.8× real time; target ≤ 0.25.
+
+{image}
 
 {table(["engines", "diarization RTF", "job without (s)", "job with (s)", "added"], rows)}
 

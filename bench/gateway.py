@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 
 from common import ChorusServer, machine, table, testdata, write_section
+from plots import figure, save
 
 LONG = {"type": "transcription", "transcription_config": {"language": "en", "model": "enhanced"}}
 SHORT = {"type": "transcription", "transcription_config": {"language": "en"}}
@@ -60,9 +61,10 @@ def main() -> None:
         # Every engine busy with a long job, then hammer the status endpoints.
         busy = [server.submit(long_audio, LONG).json()["id"] for _ in range(2)]
         assert server.http.get("/jobs").json()["unused_engines"] == 0
-        rows = []
+        rows, distributions = [], {}
         for path in ("/jobs", f"/v2/jobs/{busy[0]}"):
             times, rate = latencies(server, path, args.requests)
+            distributions[f"GET {path.replace(busy[0], '{id}')}"] = sorted(t * 1000 for t in times)
             rows.append([f"`GET {path.replace(busy[0], '{id}')}`", f"{percentile(times, 50) * 1000:.2f}",
                          f"{percentile(times, 99) * 1000:.2f}", f"{max(times) * 1000:.1f}", f"{rate:.0f}"])
         still_busy = server.http.get("/jobs").json()["unused_engines"] == 0
@@ -100,12 +102,30 @@ def main() -> None:
     growth_g = (warm[-1][1] - warm[0][1]) / warm[0][1] * 100
     growth_e = (warm[-1][2] - warm[0][2]) / warm[0][2] * 100
     memory_rows = [[n, f"{g:.1f}", f"{e:.1f}"] for n, g, e in samples[:: max(1, len(samples) // 8)]]
+    fig, (lat, mem) = figure(9, 3.4, ncols=2)
+    for label, ms in distributions.items():
+        lat.plot(ms, [100 * (i + 1) / len(ms) for i in range(len(ms))], label=label)
+    lat.axvline(10, ls=":", color="#e07a5f", label="p99 target 10 ms")
+    lat.set_xscale("log")
+    lat.set_xlabel("response time, ms (both engines busy)")
+    lat.set_ylabel("% of requests at or below")
+    lat.legend(fontsize=8)
+    mem.plot([n for n, _, _ in samples], [g for _, g, _ in samples], "o-", ms=3, label="gateway")
+    mem.plot([n for n, _, _ in samples], [e for _, _, e in samples], "o-", ms=3, label="engines (summed)")
+    mem.set_yscale("log")
+    mem.set_xlabel("short jobs done")
+    mem.set_ylabel("RSS, MiB")
+    mem.legend(fontsize=8)
+    image = save(fig, "gateway", "Gateway responsiveness and memory under load",
+                 f"--parallel 2, CPU; {args.requests} requests per endpoint; {args.jobs} short jobs")
     write_section("gateway", f"""## Gateway under load (bench/gateway.py)
 
 {machine()}. `--parallel 2`, both engines busy with a 4-minute job each (enhanced model)
 {"for the whole measurement" if still_busy else "(one finished during the measurement)"};
 {args.requests} sequential requests per endpoint from one client on the same machine.
 Target p99 < 10 ms.
+
+{image}
 
 {table(["endpoint", "p50 ms", "p99 ms", "max ms", "requests/s"], rows)}
 

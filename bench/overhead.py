@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ChorusServer, machine, median, table, testdata, write_section
+from common import MODEL_NAMES, ChorusServer, machine, median, table, testdata, write_section
+from plots import figure, label_bars, save
 
 COLD = """
 import sys, time
@@ -72,7 +73,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="chorus-bench-"))
     audio = clip(work)
     duration = len(testdata.decode(audio)) / testdata.RATE
-    rows = []
+    rows, seconds = [], {}
     server = ChorusServer(work / "jobs", parallel=1, args=["--threads-per-engine", str(args.threads)])
     try:
         server.wait_ready()
@@ -86,9 +87,22 @@ def main() -> None:
             del model
             c = median([cold(source, audio, args.threads) for _ in range(args.cold_runs)])
             rows.append([name, f"{a:.3f}", f"{b:.3f}", f"{c:.3f}", f"{a / b:.3f}", f"{c / a:.2f}"])
+            seconds[name] = (b, a, c)
     finally:
         server.stop()
 
+    fig, ax = figure(7, 3.4)
+    kinds = ["(b) in-process", "(a) Chorus over HTTP", "(c) cold process per job"]
+    for i, kind in enumerate(kinds):
+        xs = [j + (i - 1) * 0.27 for j in range(len(seconds))]
+        label_bars(ax, ax.bar(xs, [v[i] for v in seconds.values()], 0.27, label=kind,
+                              color=["#a3a3a3", "#2a6f97", "#e07a5f"][i]), "{:.2f}")
+    ax.set_xticks(range(len(seconds)), [f"{n} ({MODEL_NAMES[n]})" for n in seconds])
+    ax.set_ylabel(f"seconds for a {duration:.1f} s clip")
+    ax.legend(fontsize=8)
+    image = save(fig, "overhead", "Per-job overhead: HTTP worker vs in-process vs cold start",
+                 f"CPU int8, {args.threads} threads, word timings + VAD; medians of {args.runs} runs "
+                 f"((a), (b)) and {args.cold_runs} runs ((c))")
     write_section("overhead", f"""## Per-job overhead (bench/overhead.py)
 
 {machine()}. A {duration:.1f} s LibriVox clip; CPU, int8, {args.threads} threads; `--parallel 1`.
@@ -97,6 +111,8 @@ in-process `WhisperModel.transcribe` of the same file with the same options (wor
 timestamps, Silero VAD), (c) a cold process per job (start Python, load the model,
 transcribe). Medians of {args.runs} runs for (a) and (b), {args.cold_runs} for (c), seconds.
 Target (a) ≤ 1.10 × (b).
+
+{image}
 
 {table(["model", "(a) HTTP", "(b) in-process", "(c) cold process", "(a)/(b)", "(c)/(a)"], rows)}
 """)

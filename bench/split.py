@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, ChorusServer, machine, median, table, testdata, write_section
+from plots import figure, save
 
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import wer  # noqa: E402
@@ -58,7 +59,7 @@ def main() -> None:
     audio = testdata.write_wav(samples, work / "recording.wav")
     duration = samples.size / testdata.RATE
 
-    sections = []
+    sections, curves = [], {}
     for parallel, ks in ((2, [1, 2]), (4, [1, 2, 3, 4])):
         server = ChorusServer(work / f"jobs{parallel}", parallel=parallel, args=["--threads-per-engine", "1"])
         try:
@@ -68,12 +69,29 @@ def main() -> None:
         finally:
             server.stop()
         base = rows[0]
+        curves[parallel] = [(r["k"], base["wall"] / r["wall"], r["wer"]) for r in rows]
         sections.append((parallel, [
             [r["k"], r["segments"], f"{r['wall']:.2f}", f"{base['wall'] / r['wall']:.2f}×",
              f"{r['wer']:.2f}", f"{r['wer'] - base['wer']:+.2f}", f"{r['plan']:.2f}"]
             for r in rows
         ]))
 
+    fig, (speed, errors) = figure(9, 3.4, ncols=2)
+    for parallel, points in curves.items():
+        ks = [k for k, _, _ in points]
+        speed.plot(ks, [x for _, x, _ in points], "o-", label=f"--parallel {parallel}")
+        errors.plot(ks, [w for _, _, w in points], "o-", label=f"--parallel {parallel}")
+    top = max(curves)
+    speed.plot([1, top], [1, top], ":", color="0.6", label="ideal")
+    speed.set_ylim(0, None)
+    errors.set_ylim(0, max(w for points in curves.values() for _, _, w in points) * 1.5)
+    for ax, label in ((speed, "speed-up over k = 1"), (errors, "WER %")):
+        ax.set_xlabel("k (engines for the one job)")
+        ax.set_ylabel(label)
+        ax.set_xticks(range(1, top + 1))
+        ax.legend(fontsize=8)
+    image = save(fig, "split", "One job split over k engines",
+                 f"{duration / 60:.1f}-minute recording; tiny.en, CPU int8, 1 thread per engine; median of {args.runs} runs")
     header = ["k", "segments", "wall s", "speed-up", "WER %", "ΔWER pts", "planning s"]
     write_section("split", f"""## One job on k engines (bench/split.py)
 
@@ -83,6 +101,8 @@ engine; wall time from POST to transcript (long-poll), median of {args.runs} run
 the recording's reference text (numbers spelled out, punctuation and case ignored). Planning
 (fine-grained Silero VAD + cut choice) runs on the job's first engine and is included in
 the wall time. Target: k = 2 ≥ 1.7× faster than k = 1 on `--parallel 2`, WER within 0.5 points.
+
+{image}
 
 `--parallel 2`, one core per engine (pinned):
 

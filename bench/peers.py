@@ -1,0 +1,286 @@
+"""Chorus side by side with its peers on the same 20 mixed real-speech jobs (5 s to 3 min).
+
+Peers are installed from PyPI at benchmark time, pinned, each into its own venv under
+.cache/peers/, all on the same faster-whisper and CTranslate2 as Chorus:
+  - faster-whisper-server (OpenAI-compatible HTTP server), over HTTP;
+  - wyoming-faster-whisper (Home Assistant's Wyoming server), with the `wyoming` client;
+  - WhisperX's batched pipeline, as an in-process library baseline.
+Same model (tiny.en, CTranslate2), compute type (int8), cores (all of them), beam size (5),
+language (en) and Silero VAD wherever the peer has the option. The servers get the jobs from
+`--concurrency` clients at once, in the same order; WhisperX, a library, one call at a time.
+Usage: python bench/peers.py [--runs 3] [--concurrency 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from common import ROOT, ChorusServer, machine, write_section
+from plots import figure, label_bars, save
+from workload import DURATIONS, Job, Run, chorus_transcriber, median_run, mixed_jobs, push, summary
+
+from chorus_server import free_port
+from engine import embedded
+
+SAME_ENGINE = ["faster-whisper==1.2.1", "ctranslate2==4.8.5"]
+PEERS = {
+    "faster-whisper-server": ["faster-whisper-server==0.0.3"],
+    "wyoming-faster-whisper": ["wyoming-faster-whisper==3.8.1", "wyoming==1.10.2"],
+    "whisperx": ["whisperx==3.8.6"],
+}
+VENVS = ROOT / ".cache" / "peers"
+CLIENTS = Path(__file__).resolve().parent / "peer_clients"
+THREADS = len(os.sched_getaffinity(0))
+
+
+def peer_bin(name: str) -> Path:
+    """The peer's venv bin folder, installing it (pinned) on first use."""
+    pins = PEERS[name] + SAME_ENGINE
+    folder = VENVS / name
+    marker = folder / f".installed-{hashlib.sha1(' '.join(pins).encode()).hexdigest()[:12]}"
+    if not marker.exists():
+        print(f"installing {name} into {folder} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
+        with open(folder / "install.log", "wb") as log:
+            subprocess.run([str(folder / "bin" / "pip"), "install", *pins], check=True, stdout=log, stderr=log)
+        marker.touch()
+    return folder / "bin"
+
+
+def started(cmd: list[str], log: Path, ready: Callable[[], bool], timeout: float = 300) -> subprocess.Popen:
+    process = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{cmd[0]} exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        if ready():
+            return process
+        time.sleep(0.3)
+    process.kill()
+    raise TimeoutError(f"{cmd[0]} not ready in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def stopped(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def listening(port: int) -> Callable[[], bool]:
+    def ready() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    return ready
+
+
+class LineClient:
+    """A client process in a peer's venv: a WAV path per line in, {"text": ...} per line out."""
+
+    def __init__(self, cmd: list[str], log: Path) -> None:
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=open(log, "ab"), text=True)
+
+    def read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"client exited {self.process.wait()}")
+        return json.loads(line)
+
+    def transcribe(self, job: Job) -> str:
+        self.process.stdin.write(f"{job.path}\n")
+        self.process.stdin.flush()
+        return self.read()["text"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(60)
+
+
+def passes(jobs: list[Job], concurrency: int, runs: int, transcribe: Callable[[Job], str]) -> list[Run]:
+    transcribe(jobs[0])  # warm-up, untimed: lazy model loads and first-call allocations
+    return [push(jobs, concurrency, transcribe) for _ in range(runs)]
+
+
+def bench_chorus(jobs: list[Job], concurrency: int, runs: int, work: Path, batch_size: int = 1) -> list[Run]:
+    server = ChorusServer(work / f"chorus-jobs-{batch_size}", parallel=concurrency,
+                          args=["--diarization-model", "none", "--batch-size", str(batch_size)])
+    try:
+        server.wait_ready()
+        return passes(jobs, concurrency, runs, chorus_transcriber(server))
+    finally:
+        server.stop()
+
+
+def bench_faster_whisper_server(jobs: list[Job], concurrency: int, runs: int, work: Path,
+                                batch_size: int = 1) -> list[Run]:
+    bin_ = peer_bin("faster-whisper-server")
+    config = work / "fws.yaml"
+    config.write_text(json.dumps({"models": [{  # JSON is YAML
+        "name": "tiny.en", "path": str(embedded.standard_path()), "batch_size": batch_size,
+        "model_options": {"device": "cpu", "compute_type": "int8", "cpu_threads": THREADS},
+        "transcribe_options": {"beam_size": 5, "language": "en", "vad_filter": True},
+    }]}))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = started([str(bin_ / "faster-whisper-server"), "--config", str(config), "--host", "127.0.0.1",
+                      "--port", str(port)], work / "fws.log", listening(port))
+
+    def transcribe(job: Job) -> str:
+        with open(job.path, "rb") as f:
+            response = httpx.post(f"{url}/v1/audio/transcriptions", timeout=600,
+                                  data={"model_name": "tiny.en", "response_format": "json"},
+                                  files={"file": (job.path.name, f, "audio/wav")})
+        response.raise_for_status()
+        return response.json()["text"]
+
+    try:
+        return passes(jobs, concurrency, runs, transcribe)
+    finally:
+        stopped(server)
+
+
+def bench_wyoming(jobs: list[Job], concurrency: int, runs: int, work: Path) -> list[Run]:
+    bin_ = peer_bin("wyoming-faster-whisper")
+    port = free_port()
+    server = started([
+        str(bin_ / "wyoming-faster-whisper"), "--uri", f"tcp://127.0.0.1:{port}",
+        "--model", str(embedded.standard_path()), "--data-dir", str(work / "wyoming-data"), "--local-files-only",
+        "--device", "cpu", "--compute-type", "int8", "--cpu-threads", str(THREADS), "--beam-size", "5",
+        "--language", "en", "--vad-filter",
+    ], work / "wyoming.log", listening(port))
+    clients = [LineClient([str(bin_ / "python"), str(CLIENTS / "wyoming_client.py"), str(port)],
+                          work / "wyoming-client.log") for _ in range(concurrency)]
+    free = list(clients)
+
+    def transcribe(job: Job) -> str:
+        client = free.pop()  # one client process per concurrent caller (list.pop is atomic)
+        try:
+            return client.transcribe(job)
+        finally:
+            free.append(client)
+
+    try:
+        return passes(jobs, concurrency, runs, transcribe)
+    finally:
+        for client in clients:
+            client.close()
+        stopped(server)
+
+
+def bench_whisperx(jobs: list[Job], runs: int, work: Path, batch_size: int) -> list[Run]:
+    bin_ = peer_bin("whisperx")
+    client = LineClient([str(bin_ / "python"), str(CLIENTS / "whisperx_client.py"), str(embedded.standard_path()),
+                         str(THREADS), str(batch_size)], work / "whisperx.log")
+    try:
+        client.read()  # {"ready": true} once the model and VAD are loaded
+        return passes(jobs, 1, runs, client.transcribe)
+    finally:
+        client.close()
+
+
+def render(results: dict[str, tuple[str, int, list[Run]]], jobs: list[Job], runs: int) -> str:
+    ours = {name: summary(median_run(r[2]))["throughput"] for name, r in results.items() if name.startswith("Chorus")}
+    rows, names, rates, p50s, p95s = [], [], [], [], []
+    for name, (how, concurrency, system_runs) in results.items():
+        s = summary(median_run(system_runs))
+        walls = sorted(r.wall for r in system_runs)
+        ratios = ["—" if name.startswith("Chorus") else f"{rate / s['throughput']:.2f}×" for rate in ours.values()]
+        rows.append([f"**{name}**" if name.startswith("Chorus") else name, how, concurrency,
+                     f"{s['wall']:.1f} ({walls[0]:.1f}–{walls[-1]:.1f})", f"{s['throughput']:.1f}",
+                     f"{s['p50']:.2f}", f"{s['p95']:.2f}", f"{s['wer']:.2f}", *ratios])
+        names.append(name)
+        rates.append(s["throughput"])
+        p50s.append(s["p50"])
+        p95s.append(s["p95"])
+    audio = sum(j.seconds for j in jobs)
+    facts = (f"tiny.en (CTranslate2), CPU int8, beam 5, VAD; {len(jobs)} jobs, {audio / 60:.1f} min of audio; "
+             f"median of {runs} runs")
+    fig, (left, right) = figure(9, 3.6, ncols=2)
+    colors = ["#2a6f97" if n.startswith("Chorus") else "#a3a3a3" for n in names]
+    label_bars(left, left.bar(names, rates, color=colors), "{:.0f}")
+    left.set_ylabel("audio hours per hour (higher is better)")
+    left.set_title("throughput", fontsize=9)
+    x = range(len(names))
+    label_bars(right, right.bar([i - 0.2 for i in x], p50s, 0.4, label="p50", color="#6c9a8b"), "{:.1f}")
+    label_bars(right, right.bar([i + 0.2 for i in x], p95s, 0.4, label="p95", color="#e07a5f"), "{:.1f}")
+    right.set_xticks(list(x), names)
+    right.set_ylabel("seconds per job (lower is better)")
+    right.set_title("per-job latency", fontsize=9)
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelsize=7.5)
+    image = save(fig, "peers", "Chorus vs peers, same jobs and cores", facts)
+    return f"""## Chorus vs peers (bench/peers.py)
+
+{machine()}. {len(jobs)} real-speech jobs from {min(j.seconds for j in jobs):.0f} s to
+{max(j.seconds for j in jobs):.0f} s ({audio / 60:.1f} min in all; LibriVox clips and Asterisk prompts in a
+different order per job, with natural pauses), pushed through each system in the same order.
+All on faster-whisper 1.2.1 / CTranslate2 4.8.5 with tiny.en, CPU int8, beam 5, English, Silero
+VAD where the peer has the option, and every core ({THREADS}). Peers installed from PyPI into their
+own venvs at benchmark time. Chorus also computes word timings (its json-v2 needs them); the
+servers return text only. Wall time is the median of {runs} passes (range in brackets); latency
+is from a job's first request to its transcript; WER is over all 20 jobs (numbers spelled out,
+case and punctuation ignored). Ratio: Chorus throughput over the peer's; target ≥ 1.5× the
+server peers at equal or better WER.
+
+{image}
+
+| system | how it ran | clients | wall s | audio h/h | p50 s | p95 s | WER % | {" | ".join(f"{n} ÷ peer" for n in ours)} |
+|---|---|---|---|---|---|---|---|{"---|" * len(ours)}
+{chr(10).join("| " + " | ".join(str(c) for c in row) + " |" for row in rows)}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=THREADS)
+    parser.add_argument("--batch-size", type=int, default=8, help="for the batched runs (faster-whisper's default)")
+    parser.add_argument("--only", nargs="*", default=None, help="systems to run (default: all)")
+    parser.add_argument("--jobs", type=int, default=len(DURATIONS), help="the first N jobs only (smoke runs)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="chorus-bench-peers-"))
+    jobs = mixed_jobs(work / "audio")[:args.jobs]
+    c = args.concurrency
+    b = args.batch_size
+    systems = {
+        "Chorus": (f"`--parallel {c}`, {THREADS // c or 1} thread(s) per engine", c,
+                   lambda: bench_chorus(jobs, c, args.runs, work)),
+        "Chorus batched": (f"`--parallel {c} --batch-size {b}`", c,
+                           lambda: bench_chorus(jobs, c, args.runs, work, b)),
+        "faster-whisper-server": (f"one process, {THREADS} threads", c,
+                                  lambda: bench_faster_whisper_server(jobs, c, args.runs, work)),
+        "faster-whisper-server batched": (f"one process, {THREADS} threads, `batch_size: {b}`", c,
+                                          lambda: bench_faster_whisper_server(jobs, c, args.runs, work, b)),
+        "wyoming-faster-whisper": (f"one process, {THREADS} threads", c,
+                                   lambda: bench_wyoming(jobs, c, args.runs, work)),
+        "WhisperX": (f"library, batch {b}, {THREADS} threads", 1,
+                     lambda: bench_whisperx(jobs, args.runs, work, b)),
+    }
+    results = {}
+    for name, (how, clients, run) in systems.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}", flush=True)
+        results[name] = (how, clients, run())
+        s = summary(median_run(results[name][2]))
+        print({k: round(v, 2) for k, v in s.items()}, flush=True)
+    write_section("peers", render(results, jobs, args.runs))
+
+
+if __name__ == "__main__":
+    main()
