@@ -6,7 +6,7 @@ Peers are installed from PyPI at benchmark time, pinned, each into its own venv 
   - wyoming-faster-whisper (Home Assistant's Wyoming server), with the `wyoming` client;
   - WhisperX's batched pipeline, as an in-process library baseline.
 Same model (tiny.en, CTranslate2), compute type (int8), cores (all of them), beam size (5),
-language (en) and Silero VAD wherever the peer has the option. The servers get the jobs from
+language (en) and VAD on (Silero; WhisperX its bundled pyannote VAD). The servers get the jobs from
 `--concurrency` clients at once, in the same order; WhisperX, a library, one call at a time.
 Usage: python bench/peers.py [--runs 3] [--concurrency 2]
 """
@@ -22,13 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from common import ROOT, ChorusServer, machine, write_section
+from common import ROOT, machine, write_section
 from plots import figure, label_bars, save
-from workload import DURATIONS, Job, Run, chorus_transcriber, median_run, mixed_jobs, push, summary
+from workload import DURATIONS, Job, Run, chorus_runs, median_run, mixed_jobs, passes, push, summary
 
 from chorus_server import free_port
 from engine import embedded
@@ -58,26 +59,23 @@ def peer_bin(name: str) -> Path:
     return folder / "bin"
 
 
-def started(cmd: list[str], log: Path, ready: Callable[[], bool], timeout: float = 300) -> subprocess.Popen:
-    process = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{cmd[0]} exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        if ready():
-            return process
-        time.sleep(0.3)
-    process.kill()
-    raise TimeoutError(f"{cmd[0]} not ready in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def stopped(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+@contextmanager
+def serving(cmd: list[str], log: Path, ready: Callable[[], bool], timeout: float = 300) -> Iterator[None]:
+    """A peer server process, up (ready() true) for the block's duration, then stopped."""
+    with open(log, "wb") as out, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT) as process:
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{cmd[0]} not ready (exit {process.poll()}):\n{log.read_text()[-3000:]}")
+                time.sleep(0.3)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def listening(port: int) -> Callable[[], bool]:
@@ -91,8 +89,8 @@ class LineClient:
     """A client process in a peer's venv: a WAV path per line in, {"text": ...} per line out."""
 
     def __init__(self, cmd: list[str], log: Path) -> None:
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=open(log, "ab"), text=True)
+        self.log = open(log, "ab")
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
 
     def read(self) -> dict:
         line = self.process.stdout.readline()
@@ -107,37 +105,24 @@ class LineClient:
 
     def close(self) -> None:
         self.process.stdin.close()
-        self.process.wait(60)
-
-
-def passes(jobs: list[Job], concurrency: int, runs: int, transcribe: Callable[[Job], str]) -> list[Run]:
-    transcribe(jobs[0])  # warm-up, untimed: lazy model loads and first-call allocations
-    return [push(jobs, concurrency, transcribe) for _ in range(runs)]
-
-
-def bench_chorus(jobs: list[Job], concurrency: int, runs: int, work: Path, batch_size: int = 1) -> list[Run]:
-    server = ChorusServer(work / f"chorus-jobs-{batch_size}", parallel=concurrency,
-                          args=["--diarization-model", "none", "--batch-size", str(batch_size)])
-    try:
-        server.wait_ready()
-        return passes(jobs, concurrency, runs, chorus_transcriber(server))
-    finally:
-        server.stop()
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
 
 
 def bench_faster_whisper_server(jobs: list[Job], concurrency: int, runs: int, work: Path,
-                                batch_size: int = 1) -> list[Run]:
+                                batch_size: int = 1, workers: int = 1) -> list[Run]:
     bin_ = peer_bin("faster-whisper-server")
     config = work / "fws.yaml"
     config.write_text(json.dumps({"models": [{  # JSON is YAML
         "name": "tiny.en", "path": str(embedded.standard_path()), "batch_size": batch_size,
-        "model_options": {"device": "cpu", "compute_type": "int8", "cpu_threads": THREADS},
+        "model_options": {"device": "cpu", "compute_type": "int8", "cpu_threads": max(1, THREADS // workers)},
         "transcribe_options": {"beam_size": 5, "language": "en", "vad_filter": True},
     }]}))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = started([str(bin_ / "faster-whisper-server"), "--config", str(config), "--host", "127.0.0.1",
-                      "--port", str(port)], work / "fws.log", listening(port))
 
     def transcribe(job: Job) -> str:
         with open(job.path, "rb") as f:
@@ -147,24 +132,17 @@ def bench_faster_whisper_server(jobs: list[Job], concurrency: int, runs: int, wo
         response.raise_for_status()
         return response.json()["text"]
 
-    try:
+    with serving([str(bin_ / "faster-whisper-server"), "--config", str(config), "--host", "127.0.0.1",
+                  "--port", str(port), "--workers", str(workers)], work / "fws.log", listening(port)):
+        if workers > 1:  # each worker loads its model on its first request: warm them all
+            push(jobs[:2 * workers], workers, transcribe)
         return passes(jobs, concurrency, runs, transcribe)
-    finally:
-        stopped(server)
 
 
 def bench_wyoming(jobs: list[Job], concurrency: int, runs: int, work: Path) -> list[Run]:
     bin_ = peer_bin("wyoming-faster-whisper")
     port = free_port()
-    server = started([
-        str(bin_ / "wyoming-faster-whisper"), "--uri", f"tcp://127.0.0.1:{port}",
-        "--model", str(embedded.standard_path()), "--data-dir", str(work / "wyoming-data"), "--local-files-only",
-        "--device", "cpu", "--compute-type", "int8", "--cpu-threads", str(THREADS), "--beam-size", "5",
-        "--language", "en", "--vad-filter",
-    ], work / "wyoming.log", listening(port))
-    clients = [LineClient([str(bin_ / "python"), str(CLIENTS / "wyoming_client.py"), str(port)],
-                          work / "wyoming-client.log") for _ in range(concurrency)]
-    free = list(clients)
+    free: list[LineClient] = []
 
     def transcribe(job: Job) -> str:
         client = free.pop()  # one client process per concurrent caller (list.pop is atomic)
@@ -173,12 +151,20 @@ def bench_wyoming(jobs: list[Job], concurrency: int, runs: int, work: Path) -> l
         finally:
             free.append(client)
 
-    try:
-        return passes(jobs, concurrency, runs, transcribe)
-    finally:
-        for client in clients:
-            client.close()
-        stopped(server)
+    with serving([
+        str(bin_ / "wyoming-faster-whisper"), "--uri", f"tcp://127.0.0.1:{port}",
+        "--model", str(embedded.standard_path()), "--data-dir", str(work / "wyoming-data"), "--local-files-only",
+        "--device", "cpu", "--compute-type", "int8", "--cpu-threads", str(THREADS), "--beam-size", "5",
+        "--language", "en", "--vad-filter",
+    ], work / "wyoming.log", listening(port)):
+        clients = [LineClient([str(bin_ / "python"), str(CLIENTS / "wyoming_client.py"), str(port)],
+                              work / "wyoming-client.log") for _ in range(concurrency)]
+        free.extend(clients)
+        try:
+            return passes(jobs, concurrency, runs, transcribe)
+        finally:
+            for client in clients:
+                client.close()
 
 
 def bench_whisperx(jobs: list[Job], runs: int, work: Path, batch_size: int) -> list[Run]:
@@ -229,11 +215,11 @@ def render(results: dict[str, tuple[str, int, list[Run]]], jobs: list[Job], runs
 {machine()}. {len(jobs)} real-speech jobs from {min(j.seconds for j in jobs):.0f} s to
 {max(j.seconds for j in jobs):.0f} s ({audio / 60:.1f} min in all; LibriVox clips and Asterisk prompts in a
 different order per job, with natural pauses), pushed through each system in the same order.
-All on faster-whisper 1.2.1 / CTranslate2 4.8.5 with tiny.en, CPU int8, beam 5, English, Silero
-VAD where the peer has the option, and every core ({THREADS}). Peers installed from PyPI into their
+All on faster-whisper 1.2.1 / CTranslate2 4.8.5 with tiny.en, CPU int8, beam 5, English, VAD on
+(Silero; WhisperX uses its own pyannote VAD), and every core ({THREADS}). Peers installed from PyPI into their
 own venvs at benchmark time. Chorus also computes word timings (its json-v2 needs them); the
 servers return text only. Wall time is the median of {runs} passes (range in brackets); latency
-is from a job's first request to its transcript; WER is over all 20 jobs (numbers spelled out,
+is from a job's first request to its transcript; WER is over all {len(jobs)} jobs (numbers spelled out,
 case and punctuation ignored). Ratio: Chorus throughput over the peer's; target ≥ 1.5× the
 server peers at equal or better WER.
 
@@ -259,9 +245,11 @@ def main() -> None:
     b = args.batch_size
     systems = {
         "Chorus": (f"`--parallel {c}`, {THREADS // c or 1} thread(s) per engine", c,
-                   lambda: bench_chorus(jobs, c, args.runs, work)),
+                   lambda: chorus_runs(jobs, work, c, args.runs)),
         "Chorus batched": (f"`--parallel {c} --batch-size {b}`", c,
-                           lambda: bench_chorus(jobs, c, args.runs, work, b)),
+                           lambda: chorus_runs(jobs, work, c, args.runs, b)),
+        "faster-whisper-server workers": (f"`--workers {c}`, {THREADS // c or 1} thread(s) each", c,
+                                          lambda: bench_faster_whisper_server(jobs, c, args.runs, work, workers=c)),
         "faster-whisper-server": (f"one process, {THREADS} threads", c,
                                   lambda: bench_faster_whisper_server(jobs, c, args.runs, work)),
         "faster-whisper-server batched": (f"one process, {THREADS} threads, `batch_size: {b}`", c,

@@ -16,21 +16,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from common import MODEL_NAMES, ChorusServer, machine, table, write_section
+from common import MODEL_NAMES, machine, table, write_section
 from plots import figure, label_bars, save
-from workload import Job, Run, chorus_transcriber, median_run, mixed_jobs, push, summary
-
-def measure(jobs: list[Job], work: Path, device: str, model: str, parallel: int, batch: int, runs: int) -> list[Run]:
-    server = ChorusServer(work / f"jobs-{device}-{model}-{parallel}-{batch}", parallel=parallel,
-                          args=["--device", device, "--batch-size", str(batch), "--diarization-model", "none"])
-    try:
-        server.wait_ready()
-        transcribe = chorus_transcriber(server, model=model)
-        transcribe(jobs[0])  # warm-up, untimed
-        return [push(jobs, parallel, transcribe) for _ in range(runs)]
-    finally:
-        server.stop()
-
+from workload import chorus_runs, median_run, mixed_jobs, summary
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -52,7 +40,7 @@ def main() -> None:
     for model in models:
         for batch in args.batch_sizes:
             for n in parallel:
-                runs = measure(jobs, work, args.device, model, n, batch, args.runs)
+                runs = chorus_runs(jobs, work, n, args.runs, batch, args.device, model)
                 s = summary(median_run(runs))
                 threads = "GPU" if args.device == "cuda" else f"{max(1, cores // n)}" + (" (shared)" if n > cores else "")
                 rows.append([MODEL_NAMES[model], n, threads, batch, f"{s['wall']:.1f}", f"{s['throughput']:.1f}",
@@ -80,8 +68,8 @@ def main() -> None:
 {min(j.seconds for j in jobs):.0f}–{max(j.seconds for j in jobs):.0f} s each), pushed by N clients for N engines;
 {args.device} {compute}, beam 5, Silero VAD, word timings. `--parallel N` splits the cores
 between the engines (pinned while each has its own); more engines than cores share them. Batch 1 is
-window-by-window decoding (each 30 s window conditioned on the text before it); batch 8 is
-faster-whisper's batched pipeline on VAD chunks. RTF here is wall time over audio time for the
+window-by-window decoding (each 30 s window conditioned on the text before it); larger batches
+use faster-whisper's batched pipeline on VAD chunks (`--batch-size`). RTF here is wall time over audio time for the
 whole set. Median of {args.runs} passes.
 
 {image}

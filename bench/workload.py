@@ -87,8 +87,26 @@ def push(jobs: list[Job], concurrency: int, transcribe: Callable[[Job], str]) ->
     return Run(time.perf_counter() - started, done)
 
 
+def passes(jobs: list[Job], concurrency: int, runs: int, transcribe: Callable[[Job], str]) -> list[Run]:
+    transcribe(jobs[0])  # warm-up, untimed: lazy model loads and first-call allocations
+    return [push(jobs, concurrency, transcribe) for _ in range(runs)]
+
+
+def chorus_runs(jobs: list[Job], work: Path, parallel: int, runs: int, batch_size: int = 1,
+                device: str = "cpu", model: str = "standard") -> list[Run]:
+    """`runs` passes through a fresh Chorus (`--parallel` engines, N clients for N engines)."""
+    server = ChorusServer(work / f"jobs-{device}-{model}-{parallel}-{batch_size}", parallel=parallel,
+                          args=["--device", device, "--batch-size", str(batch_size), "--diarization-model", "none"])
+    try:
+        server.wait_ready()
+        return passes(jobs, parallel, runs, chorus_transcriber(server, model))
+    finally:
+        server.stop()
+
+
 def median_run(runs: list[Run]) -> Run:
-    """The run with the median wall time (its latencies and WER come with it)."""
+    """The run with the median wall time (its latencies and WER come with it); with an even
+    count, the slower of the middle two."""
     return sorted(runs, key=lambda r: r.wall)[len(runs) // 2]
 
 

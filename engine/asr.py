@@ -23,6 +23,12 @@ from shared.messages import (
 )
 
 
+# WhisperModel.transcribe's defaults for dropping a window as silence (no_speech_threshold,
+# log_prob_threshold); the batched pipeline computes both but does not act on them.
+NO_SPEECH = 0.6
+LOW_LOGPROB = -1.0
+
+
 class Cancelled(Exception):
     pass
 
@@ -184,14 +190,17 @@ def transcribe(
     # The batched pipeline cuts the audio at VAD pauses into <= 30 s chunks and decodes
     # `batch_size` of them at once (no text carried from one chunk to the next); it needs
     # VAD to find the chunks.
-    if batch_size > 1 and request.vad_filter:
+    batched = batch_size > 1 and request.vad_filter
+    if batched:
         segments, info = BatchedInferencePipeline(model).transcribe(heard, batch_size=batch_size, **options)
     else:
         segments, info = model.transcribe(heard, **options)
     words: list[Word] = []
-    for segment in segments:  # a generator: decoding happens window by window
+    for segment in segments:  # a generator: decoding happens window by window (or batch by batch)
         if cancelled():
             raise Cancelled()
+        if batched and segment.no_speech_prob > NO_SPEECH and segment.avg_logprob < LOW_LOGPROB:
+            continue  # the silence rule window-by-window decoding applies, which the batched pipeline skips
         for w in segment.words or ():
             words.append(
                 Word(
