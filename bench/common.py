@@ -34,7 +34,7 @@ def cpu_steal_percent() -> float:
     delta = [b - a for a, b in zip(_STARTED, now)]
     return 100.0 * delta[7] / max(1, sum(delta[:8]))
 
-__all__ = ["MODEL_NAMES", "ChorusServer", "testdata", "machine", "median", "table", "write_section", "RESULTS", "ROOT"]
+__all__ = ["cpu_steal_percent", "MODEL_NAMES", "ChorusServer", "testdata", "machine", "median", "table", "write_section", "RESULTS", "ROOT"]
 
 
 def machine() -> str:
@@ -61,8 +61,10 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(name: str, markdown: str) -> None:
-    markdown = markdown.rstrip() + (f"\n\nCPU steal over this run: {cpu_steal_percent():.1f} % of CPU time "
+def write_section(name: str, markdown: str, steal: float | None = None) -> None:
+    """docs/bench/<name>.md; `steal`: the CPU steal measured with the figures (default: now)."""
+    steal = cpu_steal_percent() if steal is None else steal
+    markdown = markdown.rstrip() + (f"\n\nCPU steal over this run: {steal:.1f} % of CPU time "
                                     "(taken by the VM's host; high values inflate the times above).\n")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")

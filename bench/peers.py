@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from common import ROOT, machine, write_section
+from common import RESULTS, ROOT, cpu_steal_percent, machine, write_section
 from plots import figure, label_bars, save
 from workload import DURATIONS, Job, Run, chorus_runs, median_run, mixed_jobs, passes, push, summary
 
@@ -42,6 +42,7 @@ PEERS = {
 }
 VENVS = ROOT / ".cache" / "peers"
 CLIENTS = Path(__file__).resolve().parent / "peer_clients"
+SAVED = RESULTS / "peers.json"
 THREADS = len(os.sched_getaffinity(0))
 
 
@@ -178,45 +179,58 @@ def bench_whisperx(jobs: list[Job], runs: int, work: Path, batch_size: int) -> l
         client.close()
 
 
-def render(results: dict[str, tuple[str, int, list[Run]]], jobs: list[Job], runs: int) -> str:
-    ours = {name: summary(median_run(r[2]))["throughput"] for name, r in results.items() if name.startswith("Chorus")}
-    rows, names, rates, p50s, p95s = [], [], [], [], []
-    for name, (how, concurrency, system_runs) in results.items():
-        s = summary(median_run(system_runs))
-        walls = sorted(r.wall for r in system_runs)
+def measured(results: dict[str, tuple[str, int, list[Run]]], jobs: list[Job], runs: int) -> dict:
+    """What the section is drawn from, kept in docs/bench/peers.json so it can be redrawn."""
+    return {
+        "machine": machine(), "runs": runs, "threads": THREADS, "steal": cpu_steal_percent(),
+        "jobs": [j.seconds for j in jobs],
+        "systems": {name: {"how": how, "clients": clients, "median": summary(median_run(system_runs)),
+                           "walls": sorted(r.wall for r in system_runs)}
+                    for name, (how, clients, system_runs) in results.items()},
+    }
+
+
+def render(data: dict) -> str:
+    systems, jobs, runs = data["systems"], data["jobs"], data["runs"]
+    ours = {name: v["median"]["throughput"] for name, v in systems.items() if name.startswith("Chorus")}
+    rows = []
+    for name, v in systems.items():
+        s, walls = v["median"], v["walls"]
         ratios = ["—" if name.startswith("Chorus") else f"{rate / s['throughput']:.2f}×" for rate in ours.values()]
-        rows.append([f"**{name}**" if name.startswith("Chorus") else name, how, concurrency,
+        rows.append([f"**{name}**" if name.startswith("Chorus") else name, v["how"], v["clients"],
                      f"{s['wall']:.1f} ({walls[0]:.1f}–{walls[-1]:.1f})", f"{s['throughput']:.1f}",
                      f"{s['p50']:.2f}", f"{s['p95']:.2f}", f"{s['wer']:.2f}", *ratios])
-        names.append(name)
-        rates.append(s["throughput"])
-        p50s.append(s["p50"])
-        p95s.append(s["p95"])
-    audio = sum(j.seconds for j in jobs)
+    names = [n.replace("faster-whisper-server", "fw-server").replace("wyoming-faster-whisper", "wyoming")
+             .replace(" ", "\n") for n in systems]
+    median = [v["median"] for v in systems.values()]
+    audio = sum(jobs)
     facts = (f"tiny.en (CTranslate2), CPU int8, beam 5, VAD; {len(jobs)} jobs, {audio / 60:.1f} min of audio; "
              f"median of {runs} runs")
-    fig, (left, right) = figure(9, 3.6, ncols=2)
-    colors = ["#2a6f97" if n.startswith("Chorus") else "#a3a3a3" for n in names]
-    label_bars(left, left.bar(names, rates, color=colors), "{:.0f}")
+    fig, (left, right) = figure(10, 4, ncols=2)
+    colors = ["#2a6f97" if n.startswith("Chorus") else "#a3a3a3" for n in systems]
+    x = range(len(names))
+    label_bars(left, left.bar(x, [s["throughput"] for s in median], color=colors), "{:.0f}")
     left.set_ylabel("audio hours per hour (higher is better)")
     left.set_title("throughput", fontsize=9)
-    x = range(len(names))
-    label_bars(right, right.bar([i - 0.2 for i in x], p50s, 0.4, label="p50", color="#6c9a8b"), "{:.1f}")
-    label_bars(right, right.bar([i + 0.2 for i in x], p95s, 0.4, label="p95", color="#e07a5f"), "{:.1f}")
-    right.set_xticks(list(x), names)
+    label_bars(right, right.bar([i - 0.2 for i in x], [s["p50"] for s in median], 0.4, label="p50",
+                                color="#6c9a8b"), "{:.1f}")
+    label_bars(right, right.bar([i + 0.2 for i in x], [s["p95"] for s in median], 0.4, label="p95",
+                                color="#e07a5f"), "{:.1f}")
     right.set_ylabel("seconds per job (lower is better)")
     right.set_title("per-job latency", fontsize=9)
     right.legend(fontsize=8)
     for ax in (left, right):
-        ax.tick_params(axis="x", labelsize=7.5)
-    image = save(fig, "peers", "Chorus vs peers, same jobs and cores", facts)
+        ax.set_xticks(list(x), names)
+        ax.tick_params(axis="x", labelsize=7)
+    image = save(fig, "peers", "Chorus vs peers, same jobs and cores", facts, data["machine"])
+    threads = data["threads"]
     return f"""## Chorus vs peers (bench/peers.py)
 
-{machine()}. {len(jobs)} real-speech jobs from {min(j.seconds for j in jobs):.0f} s to
-{max(j.seconds for j in jobs):.0f} s ({audio / 60:.1f} min in all; LibriVox clips and Asterisk prompts in a
+{data["machine"]}. {len(jobs)} real-speech jobs from {min(jobs):.0f} s to
+{max(jobs):.0f} s ({audio / 60:.1f} min in all; LibriVox clips and Asterisk prompts in a
 different order per job, with natural pauses), pushed through each system in the same order.
 All on faster-whisper 1.2.1 / CTranslate2 4.8.5 with tiny.en, CPU int8, beam 5, English, VAD on
-(Silero; WhisperX uses its own pyannote VAD), and every core ({THREADS}). Peers installed from PyPI into their
+(Silero; WhisperX uses its own pyannote VAD), and every core ({threads}). Peers installed from PyPI into their
 own venvs at benchmark time. Chorus also computes word timings (its json-v2 needs them); the
 servers return text only. Wall time is the median of {runs} passes (range in brackets); latency
 is from a job's first request to its transcript; WER is over all {len(jobs)} jobs (numbers spelled out,
@@ -238,7 +252,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="for the batched runs (faster-whisper's default)")
     parser.add_argument("--only", nargs="*", default=None, help="systems to run (default: all)")
     parser.add_argument("--jobs", type=int, default=len(DURATIONS), help="the first N jobs only (smoke runs)")
+    parser.add_argument("--redraw", action="store_true", help="redraw the section from docs/bench/peers.json")
     args = parser.parse_args()
+    if args.redraw:
+        data = json.loads(SAVED.read_text())
+        write_section("peers", render(data), data["steal"])
+        return
     work = Path(tempfile.mkdtemp(prefix="chorus-bench-peers-"))
     jobs = mixed_jobs(work / "audio")[:args.jobs]
     c = args.concurrency
@@ -267,7 +286,9 @@ def main() -> None:
         results[name] = (how, clients, run())
         s = summary(median_run(results[name][2]))
         print({k: round(v, 2) for k, v in s.items()}, flush=True)
-    write_section("peers", render(results, jobs, args.runs))
+    data = measured(results, jobs, args.runs)
+    SAVED.write_text(json.dumps(data, indent=1))
+    write_section("peers", render(data), data["steal"])
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ def figure(width: float = 7.0, height: float = 3.6, ncols: int = 1):
     return plt.subplots(1, ncols, figsize=(width, height), layout="constrained")
 
 
-def save(fig, name: str, title: str, facts: str) -> str:
+def save(fig, name: str, title: str, facts: str, measured_on: str | None = None) -> str:
     """Write docs/bench/<name>.png with the title and a footer of facts; return the Markdown
     that shows it (links are relative to docs/, where benchmarks.md lies)."""
     fig.suptitle(title, fontsize=11, fontweight="bold")
     fig.get_layout_engine().set(h_pad=0.15)
-    fig.text(0.5, -0.02, f"{machine()}\n{facts}", ha="center", va="top", fontsize=7.5, color="0.3")
+    fig.text(0.5, -0.02, f"{measured_on or machine()}\n{facts}", ha="center", va="top", fontsize=7.5, color="0.3")
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS / f"{name}.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
