@@ -13,7 +13,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from gateway.admission import Busy
-from gateway.errors import ApiError, bad_request, error_response, json_response
+from gateway.errors import ApiError, bad_request, carries_body, error_response, json_response
 from gateway.jobconfig import parse_config, parse_processing_data
 from gateway.jobs import DELETED, DONE, REJECTED, Job, JobDetails, iso_ms, new_job_id
 from gateway.outputs import JobFolder
@@ -69,7 +69,7 @@ async def create_job(request: Request) -> Response:
     try:
         slots = worker.reserve(job_id, processing)
     except Busy as exc:
-        return error_response(503, "Server busy", str(exc))
+        return error_response(503, "Server busy", str(exc), close=carries_body(request))
     folder = JobFolder(worker.root, job_id)
     started = False
     try:

@@ -171,3 +171,16 @@ def test_schemathesis_finds_no_server_error(idle_server, speech):
     idle_server.wait_idle()
     assert idle_server.process.poll() is None
     assert wer(speech[1], text(idle_server.transcribe(speech[0]))) <= 0.1
+
+
+def test_a_refused_body_closes_the_connection(idle_server):
+    """A body refused before it was read (here for its content type) leaves bytes on the
+    connection: the answer says "Connection: close", so the client's next request opens a new
+    one instead of racing the server's close."""
+    with httpx.Client(base_url=idle_server.url, timeout=60) as client:
+        for _ in range(20):
+            refused = client.post("/v2/jobs", content=b"config=%7B%7D",
+                                  headers={"content-type": "application/x-www-form-urlencoded"})
+            assert refused.status_code == 400 and refused.headers["connection"] == "close"
+            assert client.post("/v2/jobs").status_code == 400
+        assert client.get("/jobs").status_code == 200
