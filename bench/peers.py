@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,7 @@ from common import RESULTS, ROOT, cpu_steal_percent, machine, write_section
 from plots import figure, label_bars, save
 from workload import DURATIONS, Job, Run, chorus_runs, median_run, mixed_jobs, passes, push, summary
 
-from chorus_server import free_port
+from chorus_server import free_port  # tests/, on the path once common is imported
 from engine import embedded
 
 SAME_ENGINE = ["faster-whisper==1.2.1", "ctranslate2==4.8.5"]
@@ -185,7 +186,7 @@ def measured(results: dict[str, tuple[str, int, list[Run]]], jobs: list[Job], ru
         "machine": machine(), "runs": runs, "threads": THREADS, "steal": cpu_steal_percent(),
         "jobs": [j.seconds for j in jobs],
         "systems": {name: {"how": how, "clients": clients, "median": summary(median_run(system_runs)),
-                           "walls": sorted(r.wall for r in system_runs)}
+                           "walls": sorted(r.wall for r in system_runs), "steal": cpu_steal_percent()}
                     for name, (how, clients, system_runs) in results.items()},
     }
 
@@ -223,6 +224,9 @@ def render(data: dict) -> str:
         ax.set_xticks(list(x), names)
         ax.tick_params(axis="x", labelsize=7)
     image = save(fig, "peers", "Chorus vs peers, same jobs and cores", facts, data["machine"])
+    later = [f"{name} ({v['separately']}, {v['steal']:.1f} % CPU steal)" for name, v in systems.items()
+             if "separately" in v]
+    remeasured = f"\nRe-measured separately: {'; '.join(later)}.\n" if later else ""
     threads = data["threads"]
     return f"""## Chorus vs peers (bench/peers.py)
 
@@ -236,7 +240,7 @@ servers return text only. Wall time is the median of {runs} passes (range in bra
 is from a job's first request to its transcript; WER is over all {len(jobs)} jobs (numbers spelled out,
 case and punctuation ignored). Ratio: Chorus throughput over the peer's; target ≥ 1.5× the
 server peers at equal or better WER.
-
+{remeasured}
 {image}
 
 | system | how it ran | clients | wall s | audio h/h | p50 s | p95 s | WER % | {" | ".join(f"{n} ÷ peer" for n in ours)} |
@@ -252,6 +256,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="for the batched runs (faster-whisper's default)")
     parser.add_argument("--only", nargs="*", default=None, help="systems to run (default: all)")
     parser.add_argument("--jobs", type=int, default=len(DURATIONS), help="the first N jobs only (smoke runs)")
+    parser.add_argument("--update", action="store_true",
+                        help="with --only: replace those systems in docs/bench/peers.json, keep the others")
     parser.add_argument("--redraw", action="store_true", help="redraw the section from docs/bench/peers.json")
     args = parser.parse_args()
     if args.redraw:
@@ -287,6 +293,12 @@ def main() -> None:
         s = summary(median_run(results[name][2]))
         print({k: round(v, 2) for k, v in s.items()}, flush=True)
     data = measured(results, jobs, args.runs)
+    if args.update and SAVED.exists():  # keep the systems not measured this time, in their order
+        saved = json.loads(SAVED.read_text())
+        for fresh in data["systems"].values():
+            fresh["separately"] = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+        data["systems"] = {**saved["systems"], **data["systems"]}
+        data["machine"], data["steal"] = saved["machine"], saved["steal"]
     SAVED.write_text(json.dumps(data, indent=1))
     write_section("peers", render(data), data["steal"])
 
