@@ -69,7 +69,7 @@ async def create_job(request: Request) -> Response:
     try:
         slots = worker.reserve(job_id, processing)
     except Busy as exc:
-        return error_response(503, "Server busy", str(exc), close=carries_body(request))
+        return error_response(503, "Server busy", str(exc), close=carries_body(request.headers))
     folder = JobFolder(worker.root, job_id)
     started = False
     try:

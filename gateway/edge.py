@@ -6,10 +6,11 @@ from __future__ import annotations
 import hmac
 import time
 
+from starlette.datastructures import Headers
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import ErrorBody
+from gateway.errors import ErrorBody, carries_body
 from gateway.metrics import Metrics
 
 import msgspec
@@ -60,9 +61,11 @@ class Edge:
                 body = msgspec.json.encode(ErrorBody(
                     code=401, error="Permission Denied",
                     detail="this worker requires 'Authorization: Bearer <key>' (--api-key)"))
-                await observe({"type": "http.response.start", "status": 401, "headers": [
-                    (b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
-                    (b"content-length", str(len(body)).encode())]})
+                headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
+                           (b"content-length", str(len(body)).encode())]
+                if carries_body(Headers(scope=scope)):  # its body is never read
+                    headers.append((b"connection", b"close"))
+                await observe({"type": "http.response.start", "status": 401, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
         finally:
             self.metrics.requests.labels(scope["method"], self._route(scope), str(status)).observe(

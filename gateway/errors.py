@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from starlette.exceptions import HTTPException
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,12 +34,12 @@ def error_response(status: int, error: str, detail: Any, close: bool = False) ->
     return response
 
 
-def carries_body(request: Request) -> bool:
+def carries_body(headers: Headers) -> bool:
     """A refused request may leave body bytes unread (refused on its content type or size before
     they were read). The server then closes the connection, and a client that reuses it races
     that close; "Connection: close" tells it to open a new one instead."""
-    length = request.headers.get("content-length", "0")
-    return "transfer-encoding" in request.headers or not (length.isdigit() and int(length) == 0)
+    length = headers.get("content-length", "0")
+    return "transfer-encoding" in headers or not (length.isdigit() and int(length) == 0)
 
 
 _STARLETTE_ERRORS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
@@ -46,14 +47,14 @@ _STARLETTE_ERRORS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allo
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.error, exc.detail, close=carries_body(request))
+    return error_response(exc.status, exc.error, exc.detail, close=carries_body(request.headers))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (unknown route, wrong method, broken multipart) as JSON too."""
     assert isinstance(exc, HTTPException)
     error = _STARLETTE_ERRORS.get(exc.status_code, "Bad Request")
-    return error_response(exc.status_code, error, exc.detail, close=carries_body(request))
+    return error_response(exc.status_code, error, exc.detail, close=carries_body(request.headers))
 
 
 def bad_request(detail: str, error: str = "Bad Request") -> ApiError:

@@ -138,7 +138,8 @@ def test_burst_of_200_submissions(start, speech):
 
 def test_auth_on_and_off(start, speech):
     server = start(args=["--api-key", "s3cret"])
-    assert server.submit(speech[0]).status_code == 401
+    refused = server.submit(speech[0])  # its upload is never read: the connection is not reused
+    assert refused.status_code == 401 and refused.headers["connection"] == "close"
     body = server.http.get("/v2/jobs").json()
     assert body["code"] == 401 and "Bearer" in body["detail"]
     assert server.http.get("/v2/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
