@@ -34,8 +34,24 @@ def unsplit(server, recording):
     return server.transcribe(audio, STANDARD)
 
 
+def split_job(server: ChorusServer, audio, k: int) -> tuple[dict, str]:
+    """On a fresh server: one job on k engines; its transcript and log, then the server stopped."""
+    try:
+        server.wait_ready()
+        job_id = server.submit(audio, STANDARD, processing={"parallel_engines": k}).json()["id"]
+        job = server.wait(job_id)
+        assert job["status"] == "done", job
+        return (server.http.get(f"/v2/jobs/{job_id}/transcript").json(),
+                server.http.get(f"/v2/jobs/{job_id}/log").text)
+    finally:
+        assert server.stop() == 0
+
+
 def plan_of(server: ChorusServer, job_id: str) -> list[tuple[int, float, float, float, float, str, str]]:
-    log = server.http.get(f"/v2/jobs/{job_id}/log").text
+    return plan_of_log(server.http.get(f"/v2/jobs/{job_id}/log").text)
+
+
+def plan_of_log(log: str) -> list[tuple[int, float, float, float, float, str, str]]:
     return [(int(m[0]), float(m[1]), float(m[2]), float(m[3]), float(m[4]), m[5], m[6]) for m in PLAN.findall(log)]
 
 
@@ -136,15 +152,8 @@ def test_three_engines_and_a_cut_forced_inside_speech(tmp_path, corpus, recordin
     for window, kind in (("30", "silence"), ("0", "overlap")):
         server = ChorusServer(tmp_path / f"jobs-{window}", parallel=3,
                               args=["--split-window-seconds", window, "--split-overlap-seconds", "1.5"])
-        try:
-            server.wait_ready()
-            job_id = server.submit(audio, STANDARD, processing={"parallel_engines": 3}).json()["id"]
-            job = server.wait(job_id)
-            assert job["status"] == "done", job
-            split = server.http.get(f"/v2/jobs/{job_id}/transcript").json()
-            plan = plan_of(server, job_id)
-        finally:
-            assert server.stop() == 0
+        split, log = split_job(server, audio, 3)
+        plan = plan_of_log(log)
         assert len(plan) == 3 and [p[6] for p in plan[:-1]] == [kind, kind]
         if kind == "overlap":  # segments reach 1.5 s past each cut, both ways
             for left, right in zip(plan, plan[1:]):
@@ -219,15 +228,7 @@ def test_batched_decoding_split_on_two_engines(tmp_path, corpus, recording, unsp
     in two; the words keep their times and order, and the WER stays near window-by-window's."""
     audio, reference, duration = recording
     server = ChorusServer(tmp_path / "jobs", parallel=2, args=["--batch-size", "4", "--diarization-model", "none"])
-    try:
-        server.wait_ready()
-        job_id = server.submit(audio, STANDARD, processing={"parallel_engines": 2}).json()["id"]
-        job = server.wait(job_id)
-        assert job["status"] == "done", job
-        batched = server.http.get(f"/v2/jobs/{job_id}/transcript").json()
-        log = server.http.get(f"/v2/jobs/{job_id}/log").text
-    finally:
-        assert server.stop() == 0
+    batched, log = split_job(server, audio, 2)
     assert "batches of 4" in log and len(PLAN.findall(log)) == 2
     assert_well_formed(batched, duration)
     assert wer(reference, text(batched)) <= wer(reference, text(unsplit)) + 0.03, text(batched)
