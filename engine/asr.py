@@ -1,12 +1,22 @@
-"""Decoding uploads and transcribing sample ranges with faster-whisper."""
+"""Decoding uploads and transcribing sample ranges with faster-whisper.
+
+Each step reports its progress and checks for a cancel through the request's `Control`:
+decoding per group of frames, language identification per 30 s window, transcription per
+decoded window (or batch), and Silero VAD per encoder batch (engine/vad.py).
+"""
 
 from __future__ import annotations
 
+import gc
+import itertools
 import time
-from collections.abc import Callable
 
+import av
 import numpy as np
-from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.audio import _group_frames, _ignore_invalid_frames
+
+from engine.control import Cancelled, Control
 
 from shared.messages import (
     SAMPLE_RATE,
@@ -27,10 +37,6 @@ from shared.messages import (
 # log_prob_threshold); the batched pipeline computes both but does not act on them.
 NO_SPEECH = 0.6
 LOW_LOGPROB = -1.0
-
-
-class Cancelled(Exception):
-    pass
 
 
 class JobAudioError(Exception):
@@ -57,23 +63,53 @@ def model_info(name: str, source: str, model: WhisperModel) -> ModelInfo:
     )
 
 
-def _decode_channels(path: str) -> np.ndarray:
-    """(channels, samples) at 16 kHz, each channel kept apart."""
-    import av
+# faster_whisper.decode_audio's own grouping: resample about this many samples at a time.
+DECODE_GROUP = 500_000
 
+
+def _frames_with_progress(container, control: Control):
+    """The audio frames of the first stream, with a progress tick (and cancel check) per frame."""
+    stream = container.streams.audio[0]
+    total = float(container.duration) / av.time_base if container.duration else 0.0
+    for frame in _ignore_invalid_frames(container.decode(stream)):
+        control.tick("decoding", float(frame.time or 0.0), total)
+        yield frame
+
+
+def _decode_mono(path: str, control: Control) -> np.ndarray:
+    """faster_whisper.decode_audio, sample for sample (16 kHz mono s16 scaled to float32),
+    with progress and cancel between frames."""
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    pieces = []
+    with av.open(path, mode="r", metadata_errors="ignore") as container:
+        groups = _group_frames(_frames_with_progress(container, control), DECODE_GROUP)
+        for group in itertools.chain(groups, [None]):  # None flushes the resampler
+            pieces += [frame.to_ndarray().reshape(-1) for frame in resampler.resample(group)]
+    del resampler
+    gc.collect()  # PyAV's resampler frees its buffers only then (faster-whisper #390)
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+    return audio.astype(np.float32) / 32768.0
+
+
+def _decode_channels(path: str, control: Control) -> np.ndarray:
+    """(channels, samples) at 16 kHz, each channel kept apart."""
     with av.open(path, metadata_errors="ignore") as container:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=SAMPLE_RATE)
-        chunks = [r.to_ndarray() for frame in container.decode(stream) for r in resampler.resample(frame)]
+        chunks = [r.to_ndarray() for frame in _frames_with_progress(container, control)
+                  for r in resampler.resample(frame)]
         chunks += [r.to_ndarray() for r in resampler.resample(None)]
     return np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), dtype=np.float32)
 
 
-def decode(request: Decode) -> Decoded:
+def decode(request: Decode, control: Control) -> Decoded:
     started = time.perf_counter()
+    control.tick("decoding", 0.0, 0.0)
     try:
-        audio = decode_audio(request.source_path, sampling_rate=SAMPLE_RATE)
-        channels = _decode_channels(request.source_path) if request.split_channels else None
+        audio = _decode_mono(request.source_path, control)
+        channels = _decode_channels(request.source_path, control) if request.split_channels else None
+    except Cancelled:
+        raise
     except Exception as exc:  # PyAV raises many types for foreign bytes
         # FFmpeg's own words, without the file's path on this machine.
         reason = getattr(exc, "strerror", None) or str(exc).replace(request.source_path, "upload")
@@ -85,7 +121,7 @@ def decode(request: Decode) -> Decoded:
         raise JobAudioError(
             f"audio is {duration:.0f} s long, over the {request.max_seconds:.0f} s limit"
         )
-    audio.astype(np.float32, copy=False).tofile(request.audio_path)
+    audio.tofile(request.audio_path)
     if channels is not None:
         if channels.shape[0] < 2:
             raise JobAudioError('channel diarization needs audio with 2 or more channels; this file is mono')
@@ -133,7 +169,7 @@ def silence_quiet_audio(audio: np.ndarray, threshold: float) -> np.ndarray:
     return (padded.reshape(frames, VOLUME_FRAME) * keep[:, None]).reshape(-1)[: audio.size]
 
 
-def identify(model: WhisperModel, request: Identify) -> Identified:
+def identify(model: WhisperModel, request: Identify, control: Control) -> Identified:
     """Whisper's language scores, averaged over up to `windows` 30 s windows of speech and
     restricted to the expected languages (renormalised over them)."""
     from faster_whisper.audio import pad_or_trim
@@ -141,6 +177,7 @@ def identify(model: WhisperModel, request: Identify) -> Identified:
 
     started = time.perf_counter()
     audio = np.fromfile(request.audio_path, dtype=np.float32)
+    control.tick("identifying", 0.0, audio.size / SAMPLE_RATE)
     chunks = get_speech_timestamps(audio)
     if not chunks:
         return Identified(job_id=request.job_id, scores=[], heard=None, expected_share=1.0, start=0.0, end=0.0,
@@ -155,6 +192,7 @@ def identify(model: WhisperModel, request: Identify) -> Identified:
     for i in range(0, features.shape[-1], step):
         if count and features.shape[-1] - i < step // 3:
             break  # a short tail would only add noise to a full window's scores
+        control.tick("identifying", i * model.feature_extractor.hop_length / SAMPLE_RATE, speech.size / SAMPLE_RATE)
         encoded = model.encode(pad_or_trim(features[..., i : i + step]))
         for token, probability in model.model.detect_language(encoded)[0]:
             totals[token[2:-2]] = totals.get(token[2:-2], 0.0) + probability
@@ -178,11 +216,11 @@ def identify(model: WhisperModel, request: Identify) -> Identified:
                       end=end / SAMPLE_RATE, seconds=time.perf_counter() - started)
 
 
-def transcribe(
-    model: WhisperModel, request: Transcribe, cancelled: Callable[[], bool], batch_size: int = 1
-) -> Transcribed:
+def transcribe(model: WhisperModel, request: Transcribe, control: Control, batch_size: int = 1) -> Transcribed:
     started = time.perf_counter()
     audio = read_samples(request.audio_path, request.start_sample, request.end_sample)
+    total = audio.size / SAMPLE_RATE
+    control.tick("transcribing", 0.0, total)  # VAD and the features come first, then window by window
     offset = request.start_sample / SAMPLE_RATE
     heard = audio if request.volume_threshold is None else silence_quiet_audio(audio, request.volume_threshold)
     options = dict(language=request.language, task=request.task, beam_size=request.beam_size,
@@ -197,8 +235,7 @@ def transcribe(
         segments, info = model.transcribe(heard, **options)
     words: list[Word] = []
     for segment in segments:  # a generator: decoding happens window by window (or batch by batch)
-        if cancelled():
-            raise Cancelled()
+        control.tick("transcribing", min(float(segment.end), total), total)
         if batched and segment.no_speech_prob > NO_SPEECH and segment.avg_logprob < LOW_LOGPROB:
             continue  # the silence rule window-by-window decoding applies, which the batched pipeline skips
         for w in segment.words or ():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.control import Control
 from shared.messages import SAMPLE_RATE, Diarize, Diarized, Turn
 
 EMBEDDED_MODEL_ID = "chorus-seg3.0-campplus-192"
@@ -25,6 +26,9 @@ SPAN = 0.15
 # Segmentation windows (10 s) every 2 s rather than pyannote's 1 s: half the embeddings
 # for +0.8 DER points on the sample (bench/diarize.py).
 SEGMENTATION_STEP = 0.2
+# The share of a diarization's time its batched steps take (measured on the sample call):
+# progress runs over these spans of the file's duration as their batches complete.
+PROGRESS_SPANS = {"segmentation": (0.0, 0.3), "embeddings": (0.3, 0.95)}
 
 
 def _no_plda():
@@ -37,6 +41,21 @@ def _no_plda():
             pass
 
     return NoPLDA()
+
+
+def _progress_hook(control: Control, duration: float):
+    """pyannote's per-step callback (per batch in segmentation and embeddings) as progress
+    ticks and cancel checks; raising Cancelled from it stops the pipeline."""
+
+    def hook(step: str, artifact=None, file=None, total: int | None = None, completed: int | None = None) -> None:
+        if step not in PROGRESS_SPANS:  # a one-off step (speaker counting, clustering): position unchanged
+            control.heartbeat()
+            return
+        low, high = PROGRESS_SPANS[step]
+        fraction = min(1.0, completed / total) if total and completed is not None else 1.0
+        control.tick(f"diarizing: {step}", duration * (low + (high - low) * fraction), duration)
+
+    return hook
 
 
 class Diarizer:
@@ -75,14 +94,16 @@ class Diarizer:
             "clustering": {"method": "centroid", "min_cluster_size": 12, "threshold": threshold},
         })
 
-    def __call__(self, request: Diarize) -> Diarized:
+    def __call__(self, request: Diarize, control: Control) -> Diarized:
         import torch
 
         started = time.perf_counter()
         audio = np.fromfile(request.audio_path, dtype=np.float32)
+        control.tick("diarizing", 0.0, audio.size / SAMPLE_RATE)
         if self.embedded:
             self._params(request.sensitivity)
-        output = self.pipeline({"waveform": torch.from_numpy(audio)[None], "sample_rate": SAMPLE_RATE})
+        output = self.pipeline({"waveform": torch.from_numpy(audio)[None], "sample_rate": SAMPLE_RATE},
+                               hook=_progress_hook(control, audio.size / SAMPLE_RATE))
         # Words are assigned to the exclusive turns (one speaker at a time); the centroids
         # follow the order of the full diarization's labels.
         full = getattr(output, "speaker_diarization", output)

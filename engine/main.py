@@ -1,7 +1,10 @@
 """The engine process: pin, load the models once, then serve requests from the gateway's pipe.
 
 Started by the gateway with the spawn context (never forked from a process holding a model
-or CUDA). One request at a time; the gateway never sends a second before the reply.
+or CUDA). One request at a time; the gateway never sends a second before the reply. While a
+request works, its steps report progress and honour Cancel through `engine.control`.
+
+May import: engine.*, shared.*; never gateway.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 
+from engine.control import Cancelled, Control, serving
 from shared import messages as m
 
 
@@ -43,8 +47,9 @@ class Engine:
         self.conn.send_bytes(m.encode(reply))
 
     def load(self) -> None:
-        from engine import asr
+        from engine import asr, vad
 
+        vad.install()
         started = time.perf_counter()
         s = self.settings
         infos = []
@@ -75,40 +80,42 @@ class Engine:
             )
         )
 
-    def cancelled(self, job_id: str) -> bool:
-        """Between decoding windows: did the gateway cancel this job (or ask us to stop)?"""
-        while self.conn.poll():
-            message = m.decode_request(self.conn.recv_bytes())
-            if isinstance(message, m.Stop):
-                self.stopping = True
-                return True
-            if isinstance(message, m.Cancel) and message.job_id == job_id:
-                return True
-        return False
-
     def handle(self, request: m.Decode | m.Plan | m.Identify | m.Transcribe | m.Diarize) -> m.Reply:
-        from engine import asr, plan
+        """One request, start to reply; whatever goes wrong fails the job, not the engine."""
+        from engine import asr
 
+        control = Control(self.conn, request.job_id)
         try:
-            if isinstance(request, m.Decode):
-                return asr.decode(request)
-            if isinstance(request, m.Plan):
-                return plan.plan(request)
-            if isinstance(request, m.Diarize):
-                if self.diarizer is None:
-                    return m.Failed(job_id=request.job_id, reason="speaker diarization is not enabled on this worker")
-                return self.diarizer(request)
-            model = self.models[request.model]
-            if isinstance(request, m.Identify):
-                return asr.identify(model, request)
-            return asr.transcribe(model, request, lambda: self.cancelled(request.job_id), self.settings.batch_size)
-        except asr.Cancelled:
-            return m.Failed(job_id=request.job_id, reason="cancelled")
+            with serving(control):
+                return self._dispatch(request, control)
+        except Cancelled:
+            return m.Cancelled(job_id=request.job_id)
         except asr.JobAudioError as exc:
             return m.Failed(job_id=request.job_id, reason=str(exc))
         except Exception as exc:  # the job fails, the engine lives on
             traceback.print_exc(file=sys.stderr)
             return m.Failed(job_id=request.job_id, reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.stopping = self.stopping or control.stopping
+
+    def _dispatch(self, request: m.Decode | m.Plan | m.Identify | m.Transcribe | m.Diarize,
+                  control: Control) -> m.Reply:
+        from engine import asr, plan
+
+        match request:
+            case m.Decode():
+                return asr.decode(request, control)
+            case m.Plan():
+                return plan.plan(request, control)
+            case m.Diarize() if self.diarizer is None:
+                return m.Failed(job_id=request.job_id, reason="speaker diarization is not enabled on this worker")
+            case m.Diarize():
+                return self.diarizer(request, control)
+            case m.Identify():
+                return asr.identify(self.models[request.model], request, control)
+            case m.Transcribe():
+                return asr.transcribe(self.models[request.model], request, control, self.settings.batch_size)
+        raise TypeError(f"not a request an engine serves: {type(request).__name__}")
 
     def serve(self) -> None:
         while not self.stopping:
@@ -116,11 +123,13 @@ class Engine:
                 request = m.decode_request(self.conn.recv_bytes())
             except EOFError:  # the gateway is gone
                 return
-            if isinstance(request, m.Stop):
-                return
-            if isinstance(request, m.Cancel):  # arrived after its request finished
-                continue
-            self.send(self.handle(request))
+            match request:
+                case m.Stop():
+                    return
+                case m.Cancel():  # its request already answered: nothing left to stop
+                    continue
+                case _:
+                    self.send(self.handle(request))
 
 
 def run(conn: Connection, settings_bytes: bytes) -> None:

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from engine.control import Control
 from shared.messages import SAMPLE_RATE, Plan, Planned, SegmentPlan
 
 FRAME = SAMPLE_RATE // 100  # 10 ms energy frames
@@ -102,10 +103,11 @@ def segments_from_cuts(cuts: list[tuple[int, str, float]], samples: int, overlap
     return plans
 
 
-def plan(request: Plan) -> Planned:
+def plan(request: Plan, control: Control) -> Planned:
     started = time.perf_counter()
     audio = np.fromfile(request.audio_path, dtype=np.float32)
-    regions = speech_regions(audio)
+    control.tick("planning", 0.0, audio.size / SAMPLE_RATE)
+    regions = speech_regions(audio)  # VAD checks the control between its batches (engine/vad.py)
     count = min(request.segments, max(1, len(regions)))
     # A cut may move at most a fifth of a segment's length: balance before pause length.
     window = int(min(request.window_seconds * SAMPLE_RATE, 0.2 * audio.size / max(count, 1)))

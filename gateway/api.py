@@ -15,7 +15,7 @@ from starlette.routing import Route
 from gateway.admission import Busy
 from gateway.errors import ApiError, bad_request, carries_body, error_response, json_response
 from gateway.jobconfig import parse_config, parse_processing_data
-from gateway.jobs import DELETED, DONE, REJECTED, Job, JobDetails, iso_ms, new_job_id
+from gateway.jobs import DELETED, DONE, REJECTED, RUNNING, Job, JobDetails, iso_ms, new_job_id
 from gateway.outputs import JobFolder
 from gateway.openapi import build as build_openapi
 from gateway.upload import receive
@@ -37,6 +37,17 @@ class JobEnvelope(msgspec.Struct):
 
 class JobList(msgspec.Struct):
     jobs: list[JobDetails]
+
+
+class JobProgressBody(msgspec.Struct):
+    """A route of its own, so that the job object the official clients parse stays as it is."""
+
+    job_id: str
+    status: str
+    step: str  # what the job is doing: "queued", "decoding", "transcribing", "diarizing: embeddings", ...
+    progress: float  # 0-1: seconds of audio covered over the seconds the job's engine tasks cover
+    audio_seconds_done: float
+    audio_seconds_total: float
 
 
 class ActiveJob(msgspec.Struct):
@@ -170,6 +181,18 @@ async def get_transcript(request: Request) -> Response:
     return FileResponse(path, media_type=media)
 
 
+async def get_progress(request: Request) -> Response:
+    job = _job(request)
+    if job.status == DELETED:
+        raise ApiError(410, "File Expired", f"job {job.id} was deleted")
+    p = job.progress
+    done = job.status == DONE
+    return json_response(JobProgressBody(
+        job_id=job.id, status=job.status, step="done" if done else p.step if job.status == RUNNING else job.status,
+        progress=1.0 if done else round(p.fraction, 4), audio_seconds_done=round(p.audio_done, 2),
+        audio_seconds_total=round(p.audio_total, 2)))
+
+
 async def get_log(request: Request) -> Response:
     job = _job(request)
     if job.status == DELETED:
@@ -230,7 +253,8 @@ async def openapi(request: Request) -> Response:
     global _OPENAPI
     if _OPENAPI is None:
         _OPENAPI = msgspec.json.encode(build_openapi(
-            {"Created": Created, "JobEnvelope": JobEnvelope, "JobList": JobList, "Capacity": Capacity}))
+            {"Created": Created, "JobEnvelope": JobEnvelope, "JobList": JobList, "Capacity": Capacity,
+             "JobProgressBody": JobProgressBody}))
     return Response(_OPENAPI, media_type="application/json")
 
 
@@ -241,6 +265,7 @@ routes = [
     Route("/v2/jobs/{job_id}", delete_job, methods=["DELETE"]),
     Route("/v2/jobs/{job_id}/transcript", get_transcript, methods=["GET"]),
     Route("/v2/jobs/{job_id}/log", get_log, methods=["GET"]),
+    Route("/v2/jobs/{job_id}/progress", get_progress, methods=["GET"]),
     Route("/jobs", capacity, methods=["GET"]),
     Route("/live", live, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),

@@ -34,5 +34,6 @@ def create_app(worker: Worker) -> Starlette:
     app.state.worker = worker
     worker.metrics.registry.register(WorkerCollector(
         engines=lambda: worker.pool.engines, jobs_by_status=worker.jobs_by_status,
-        in_use=lambda: worker.admission.in_use, total=worker.admission.total))
+        in_use=lambda: worker.admission.in_use, total=worker.admission.total,
+        running_progress=worker.running_progress))
     return app

@@ -33,6 +33,17 @@ _parallel = _at_least_one("invalid check_parallel value: {value!r} (an integer >
 _positive = _at_least_one("invalid value {value!r}: an integer >= 1")
 
 
+def _seconds(value: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid value {value!r}: a number of seconds > 0")
+    return seconds
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -79,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="jobs that may wait for engines instead of a 503 (default 0: refuse)")
     serve.add_argument("--drain-timeout", type=float, default=600.0,
                        help="on SIGTERM/SIGINT, seconds running jobs get to finish before they are rejected")
+    serve.add_argument("--hang-timeout", type=_seconds, default=300.0,
+                       help="seconds a busy engine may go without reporting progress (or keep working after "
+                            "a cancel) before it is killed as hung and respawned (default 300)")
     serve.add_argument("--api-key", default=os.environ.get("CHORUS_API_KEY"),
                        help="require 'Authorization: Bearer <key>' on /v2/* (default: $CHORUS_API_KEY; none: open)")
     serve.add_argument("--split-window-seconds", type=float, default=30.0,
@@ -161,6 +175,7 @@ async def _serve(args: argparse.Namespace, engines: list[EngineSettings]) -> Non
             drain_timeout=args.drain_timeout,
             max_upload_bytes=args.max_upload_mb << 20,
             api_key=args.api_key or None,
+            hang_timeout=args.hang_timeout,
         ),
         engines,
     )

@@ -184,11 +184,41 @@ def _invalid(where: str, exc: msgspec.ValidationError) -> Exception:
     return bad_request(f"{where} is invalid: {exc}", error="Job rejected")
 
 
-def parse_config(text: str) -> ParsedConfig:
+# The deepest JSON a config or header may nest. A real config nests 5 levels; the limit keeps
+# every later recursive walk (echo, store, encoding at any stack depth) far from Python's.
+MAX_JSON_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (iteratively: the input may be hostile)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _decode_json(text: str, what: str, error: str = "Bad Request") -> Any:
+    """JSON text as Python objects, or a 400 saying why not: malformed, out of range, or nested
+    too deeply (past the decoder's own limit msgspec raises RecursionError)."""
+    too_deep = bad_request(f"{what} nests lists and objects more than {MAX_JSON_DEPTH} levels deep", error=error)
     try:
-        raw = msgspec.json.decode(text)
+        value = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
-        raise bad_request(f"config is not valid JSON: {exc}", error="Job rejected") from None
+        raise bad_request(f"{what} is not valid JSON: {exc}", error=error) from None
+    except RecursionError:
+        raise too_deep from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise too_deep
+    return value
+
+
+def parse_config(text: str) -> ParsedConfig:
+    raw = _decode_json(text, "config", error="Job rejected")
     if not isinstance(raw, dict):
         raise bad_request("config must be a JSON object", error="Job rejected")
     try:
@@ -276,10 +306,7 @@ def _check_options(config: JobConfig, tc: TranscriptionConfig) -> None:
 def parse_processing_data(header: str | None) -> ProcessingData:
     if header is None or not header.strip():
         return ProcessingData()
-    try:
-        raw = msgspec.json.decode(header)
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"X-SM-Processing-Data is not valid JSON: {exc}") from None
+    raw = _decode_json(header, "X-SM-Processing-Data")
     if not isinstance(raw, dict):
         raise bad_request("X-SM-Processing-Data must be a JSON object")
     try:

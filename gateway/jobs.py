@@ -12,6 +12,7 @@ import msgspec
 
 from gateway.errors import ApiError
 from gateway.jobconfig import ParsedConfig
+from gateway.progress import JobProgress
 
 RUNNING, DONE, REJECTED, DELETED = "running", "done", "rejected", "deleted"
 FINISHED = (DONE, REJECTED, DELETED)
@@ -78,6 +79,7 @@ class Job:
         self.duration = 0
         self.errors: list[JobErrorItem] = []
         self.task: asyncio.Task | None = None
+        self.progress = JobProgress()
         self.ended = asyncio.Event()  # set once the runner is done with the job
 
     async def wait(self, seconds: float) -> None:

@@ -29,6 +29,8 @@ class Metrics:
         self.rtf = Histogram("chorus_engine_real_time_factor", "Processing time over audio duration per task",
                              ["engine"], buckets=RTF_BUCKETS, registry=r)
         self.restarts = Counter("chorus_engine_restarts", "Engine processes respawned", ["engine"], registry=r)
+        self.hangs = Counter("chorus_engine_hangs", "Engines killed by the watchdog as hung (busy and silent, "
+                             "or deaf to a cancel, for --hang-timeout)", ["engine"], registry=r)
         self.refused = Counter("chorus_admissions_refused", "Submissions refused with 503 (engines busy)",
                                registry=r)
         self.upload_bytes = Counter("chorus_upload_bytes", "Bytes of audio uploaded", registry=r)
@@ -40,9 +42,11 @@ class WorkerCollector(Collector):
     """Readings taken at scrape time: engine state, process RSS/CPU, GPU, jobs, capacity."""
 
     def __init__(self, engines: Callable[[], Iterable], jobs_by_status: Callable[[], dict[str, int]],
-                 in_use: Callable[[], int], total: int) -> None:
+                 in_use: Callable[[], int], total: int,
+                 running_progress: Callable[[], dict[str, float]] = dict) -> None:
         self._engines = engines
         self._jobs = jobs_by_status
+        self._progress = running_progress
         self._in_use = in_use
         self._total = total
         self._gpu = _Nvml()
@@ -83,7 +87,11 @@ class WorkerCollector(Collector):
         jobs = GaugeMetricFamily("chorus_jobs", "Jobs in the job table by status", labels=["status"])
         for status, count in self._jobs().items():
             jobs.add_metric([status], count)
-        yield from (state, rss, cpu, gpu_mem, gpu_util, jobs)
+        progress = GaugeMetricFamily("chorus_job_progress_ratio", "Fraction of a running job's audio its "
+                                     "engine tasks have covered (0-1)", labels=["job_id"])
+        for job_id, fraction in self._progress().items():
+            progress.add_metric([job_id], fraction)
+        yield from (state, rss, cpu, gpu_mem, gpu_util, jobs, progress)
         yield GaugeMetricFamily("chorus_engines_in_use", "Engines held by jobs", value=self._in_use())
         yield GaugeMetricFamily("chorus_engines_max", "Engines (--parallel)", value=self._total)
 

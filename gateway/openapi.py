@@ -72,6 +72,11 @@ def build(structs: dict[str, type]) -> dict[str, Any]:
                             "application/json": {"schema": {"type": "object"}},
                             "text/plain": {"schema": {"type": "string"}}}}, **_errors(401, 404, 410, 422)}},
             },
+            "/v2/jobs/{job_id}/progress": {
+                "get": {"summary": "How far a job got: its step, and the fraction of its audio its engine "
+                                   "tasks have covered", "parameters": [job_id],
+                        "responses": {"200": _json(_ref("JobProgressBody"), "progress"), **_errors(401, 404, 410)}},
+            },
             "/v2/jobs/{job_id}/log": {
                 "get": {"summary": "The job's log", "parameters": [job_id],
                         "responses": {"200": text, **_errors(401, 404, 410)}},

@@ -1,9 +1,17 @@
-"""Supervisor of the engine processes: spawn, talk, notice death at once, respawn.
+"""Supervisor of the engine processes: spawn, talk, notice death at once, kill the hung, respawn.
 
 Each engine has one duplex Pipe. A reader thread per engine blocks on the pipe so that the
 event loop never does; replies and deaths are handed to the loop with call_soon_threadsafe.
 A closed pipe (EOF) is how a death is noticed: the child's end closes when it exits,
 whatever killed it.
+
+The watchdog (gunicorn's murder_workers, in spirit): a busy engine reports progress between
+the chunks of its work. One that says nothing for `hang_timeout` seconds, or keeps working for
+that long after it was told to cancel, is killed with SIGKILL; its death then takes the usual
+path (the caller sees EngineHung, the slot respawns).
+
+An engine is idle again only when its process says so: a reply to its request, or its death.
+A caller cancelled while waiting sends Cancel and keeps waiting for that word.
 """
 
 from __future__ import annotations
@@ -26,11 +34,54 @@ _SPAWN = multiprocessing.get_context("spawn")
 MAX_BACKOFF_S = 60.0
 
 
+# Consecutive hangs (or deaths before Ready) after which /live reports the engine as failing.
+FAILING_AFTER = 3
+
+
 class EngineDied(Exception):
     def __init__(self, index: int, exitcode: int | None) -> None:
         self.index, self.exitcode = index, exitcode
         how = f"killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exit code {exitcode}"
         super().__init__(f"engine {index} died ({how})")
+
+
+class EngineHung(EngineDied):
+    """The watchdog killed the engine: busy and silent (or deaf to a cancel) for too long."""
+
+    def __init__(self, index: int, why: str) -> None:
+        Exception.__init__(self, f"engine {index} hung ({why}) and was killed")
+        self.index, self.exitcode = index, -9
+
+
+class Pending(msgspec.Struct):
+    """The request an engine is working on, as the gateway tracks it."""
+
+    job_id: str
+    future: asyncio.Future
+    on_progress: Callable[[m.Progress], None] | None
+    cancel_sent: float | None = None  # monotonic time Cancel was sent
+
+
+async def _settled(future: asyncio.Future) -> None:
+    """Wait until the engine has answered, however often the waiter is cancelled meanwhile. It
+    always ends: the engine answers, dies, or the watchdog kills it within the hang timeout."""
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            continue
+        except Exception:
+            break
+
+
+async def all_settled(tasks: list[asyncio.Task]) -> None:
+    """Wait until every task has ended, however often the waiter is cancelled meanwhile (the
+    tasks are engine calls, which end as `_settled` says)."""
+    while not all(t.done() for t in tasks):
+        try:
+            await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        except asyncio.CancelledError:
+            continue
 
 
 class EngineHandle:
@@ -42,16 +93,19 @@ class EngineHandle:
         self.loop = loop
         self.state = "starting"  # starting | idle | busy | dead
         self.info: m.Ready | None = None
-        self.restarts = 0
         self.loaded_once = False
         self.load_failures = 0  # consecutive deaths before Ready
+        self.hangs = 0  # consecutive hangs (reset by a request that ends normally)
         self.last_error: str | None = None
         self.ready = asyncio.Event()
         self.stopping = False
         self.on_restart: Callable[[EngineHandle], None] | None = None
+        self.on_hang: Callable[[EngineHandle], None] | None = None
+        self.last_heard = time.monotonic()  # when the process last sent anything
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn = None
-        self._pending: tuple[str, asyncio.Future[m.Reply]] | None = None
+        self._pending: Pending | None = None
+        self._hung: str | None = None  # why the watchdog killed the current process
         self._exited = asyncio.Event()
 
     @property
@@ -69,7 +123,7 @@ class EngineHandle:
         process.start()
         child.close()  # keep only the child's copy, so its death closes the pipe
         self._process, self._conn = process, parent
-        self.state, self.info = "starting", None
+        self.state, self.info, self._hung = "starting", None, None
         self._exited.clear()
         threading.Thread(
             target=self._read_loop, args=(parent, process), name=f"engine-{self.index}-reader", daemon=True
@@ -90,19 +144,28 @@ class EngineHandle:
     def _on_reply(self, process, reply: m.Reply) -> None:
         if process is not self._process:
             return
-        if isinstance(reply, m.Ready):
-            self.info, self.state, self.load_failures = reply, "idle", 0
-            self.loaded_once = True
-            self.ready.set()
-            log.info("engine %d: ready in %.1f s (pid %d, %s, %d thread(s), cores %s)",
-                     self.index, reply.load_seconds, reply.pid, reply.device, reply.threads, reply.cores)
-        elif isinstance(reply, m.LoadFailed):
-            self.last_error = f"engine {self.index} failed to load its models: {reply.reason}"
-            log.error(self.last_error)
-        elif self._pending and self._pending[0] == reply.job_id and not self._pending[1].done():
-            self._pending[1].set_result(reply)
-        else:
-            log.warning("engine %d: dropped a reply for job %s", self.index, reply.job_id)
+        self.last_heard = time.monotonic()
+        pending = self._pending
+        match reply:
+            case m.Ready():
+                self.info, self.state, self.load_failures = reply, "idle", 0
+                self.loaded_once = True
+                self.ready.set()
+                log.info("engine %d: ready in %.1f s (pid %d, %s, %d thread(s), cores %s)",
+                         self.index, reply.load_seconds, reply.pid, reply.device, reply.threads, reply.cores)
+            case m.LoadFailed():
+                self.last_error = f"engine {self.index} failed to load its models: {reply.reason}"
+                log.error(self.last_error)
+            case m.Progress() if pending and pending.job_id == reply.job_id:
+                if pending.on_progress:
+                    pending.on_progress(reply)
+            case _ if pending and pending.job_id == reply.job_id and not isinstance(reply, m.Progress):
+                # The process said it is done with the request: only now is it idle.
+                self._pending, self.state, self.hangs = None, "idle", 0
+                pending.future.set_result(reply)
+            case _:
+                log.warning("engine %d: dropped a %s for job %s", self.index, type(reply).__name__,
+                            getattr(reply, "job_id", "?"))
 
     def _on_exit(self, process) -> None:
         if process is not self._process:
@@ -112,11 +175,12 @@ class EngineHandle:
         self.state = "dead"
         self.ready.clear()
         self._exited.set()
-        if self._pending and not self._pending[1].done():
-            self._pending[1].set_exception(EngineDied(self.index, exitcode))
+        pending, self._pending = self._pending, None
+        if pending and not pending.future.done():
+            died = EngineHung(self.index, self._hung) if self._hung else EngineDied(self.index, exitcode)
+            pending.future.set_exception(died)
         if self.stopping:
             return
-        self.restarts += 1
         if self.on_restart:
             self.on_restart(self)
         if not was_loaded:
@@ -130,30 +194,55 @@ class EngineHandle:
         if not self.stopping:
             self.spawn()
 
-    async def call(self, request: m.Decode | m.Plan | m.Transcribe | m.Diarize) -> m.Reply:
-        """Send one request and wait for its reply; EngineDied if the engine dies first."""
+    def _send(self, message: m.Request) -> None:
+        try:
+            self._conn.send_bytes(m.encode(message))
+        except OSError:
+            pass  # the pipe broke: the engine is dying; its reader thread reports the exit
+
+    async def call(self, request: m.Decode | m.Plan | m.Identify | m.Transcribe | m.Diarize,
+                   on_progress: Callable[[m.Progress], None] | None = None) -> m.Reply:
+        """Send one request and wait for the engine's answer: its reply, `Cancelled`, or
+        EngineDied (EngineHung) if the process dies first. If the caller is cancelled meanwhile,
+        the engine is told to cancel and the caller still waits for its answer, so the engine
+        is never left working for a job that has gone."""
         await self.ready.wait()
         future: asyncio.Future[m.Reply] = self.loop.create_future()
-        self._pending = (request.job_id, future)
-        self.state = "busy"
+        self._pending = Pending(request.job_id, future, on_progress)
+        self.state, self.last_heard = "busy", time.monotonic()
+        self._send(request)
         try:
-            self._conn.send_bytes(m.encode(request))
-        except OSError:
-            # The pipe broke: the engine is dying; its reader thread will report the exit.
-            pass
-        try:
-            return await future
-        finally:
-            self._pending = None
-            if self.state == "busy":
-                self.state = "idle"
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self._cancel(future)
+            await _settled(future)
+            raise
 
-    def cancel(self, job_id: str) -> None:
-        if self._pending and self._pending[0] == job_id:
-            try:
-                self._conn.send_bytes(m.encode(m.Cancel(job_id=job_id)))
-            except OSError:
-                pass
+    def _cancel(self, future: asyncio.Future) -> None:
+        pending = self._pending
+        if pending is not None and pending.future is future and pending.cancel_sent is None:
+            pending.cancel_sent = time.monotonic()
+            self._send(m.Cancel(job_id=pending.job_id))
+
+    def check_hung(self, timeout: float) -> None:
+        """The watchdog's look at one engine: kill it if busy and silent, or deaf to a cancel."""
+        pending, now = self._pending, time.monotonic()
+        if pending is None or self.state != "busy" or self._hung or self._process is None:
+            return
+        if now - self.last_heard > timeout:
+            why = f"no progress for {now - self.last_heard:.0f} s"
+        elif pending.cancel_sent is not None and now - pending.cancel_sent > timeout:
+            why = f"still working {now - pending.cancel_sent:.0f} s after it was told to cancel"
+        else:
+            return
+        self._hung = why
+        self.hangs += 1
+        self.last_error = f"engine {self.index} hung {self.hangs} time(s) in a row (last: {why})"
+        log.error("engine %d: pid %s hung (%s) while working for job %s; killing it",
+                  self.index, self.pid, why, pending.job_id)
+        if self.on_hang:
+            self.on_hang(self)
+        self._process.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
 
     async def stop(self, timeout: float) -> None:
         self.stopping = True
@@ -172,21 +261,34 @@ class EngineHandle:
 
 
 class EnginePool:
-    def __init__(self, settings: list[m.EngineSettings],
-                 on_restart: Callable[[EngineHandle], None] | None = None) -> None:
+    def __init__(self, settings: list[m.EngineSettings], hang_timeout: float,
+                 on_restart: Callable[[EngineHandle], None] | None = None,
+                 on_hang: Callable[[EngineHandle], None] | None = None) -> None:
         self.settings = settings
+        self.hang_timeout = hang_timeout
         self.on_restart = on_restart
+        self.on_hang = on_hang
         self.engines: list[EngineHandle] = []
+        self._watchdog: asyncio.Task | None = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         for s in self.settings:
             engine = EngineHandle(s, loop)
-            engine.on_restart = self.on_restart
+            engine.on_restart, engine.on_hang = self.on_restart, self.on_hang
             engine.spawn()
             self.engines.append(engine)
+        self._watchdog = loop.create_task(self._watch(), name="engine-watchdog")
         log.info("spawned %d engine(s) in %.2f s", len(self.engines), time.monotonic() - started)
+
+    async def _watch(self) -> None:
+        # A tenth of the timeout between looks: a hang is caught within 10 % of it.
+        interval = min(1.0, max(0.05, self.hang_timeout / 10))
+        while True:
+            await asyncio.sleep(interval)
+            for engine in self.engines:
+                engine.check_hung(self.hang_timeout)
 
     def __getitem__(self, index: int) -> EngineHandle:
         return self.engines[index]
@@ -197,9 +299,12 @@ class EnginePool:
         return len(self.engines) == len(self.settings) and all(e.loaded_once for e in self.engines)
 
     def failing(self) -> list[str]:
-        """Reasons of engines that keep dying before they are ready (a crash loop)."""
+        """Reasons of engines that keep dying before they are ready (a crash loop), or that keep
+        hanging on their work."""
         return [e.last_error or f"engine {e.index} keeps dying at start-up"
-                for e in self.engines if e.load_failures >= 3]
+                for e in self.engines if e.load_failures >= FAILING_AFTER or e.hangs >= FAILING_AFTER]
 
     async def stop(self, timeout: float = 10.0) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         await asyncio.gather(*(e.stop(timeout) for e in self.engines))

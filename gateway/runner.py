@@ -4,7 +4,12 @@ then build and write the outputs.
 Every step that costs CPU happens in an engine process; building and writing the transcript
 files happens in a worker thread. The job's tasks (ASR segments or channels, and speaker
 diarization) form a queue that its engines drain side by side; the first failure stops the
-rest. The engines go back to the free set however the job ends.
+rest. The engines go back to the free set however the job ends, and only once each has said
+it stopped working for the job.
+
+One cancellation path: a force DELETE or the drain deadline cancels the job's asyncio task.
+Whatever engine call it awaits then sends Cancel and waits for the engine's answer
+(gateway/pool.py), the task queue stops, and the slots are released last.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from gateway.jobconfig import LanguageIdentificationConfig, TranscriptionConfig
 from gateway.jobs import DELETED, DONE, Job
 from gateway.metrics import Metrics
 from gateway.outputs import JobFolder, JobLog
-from gateway.pool import EngineDied, EngineHandle, EnginePool
+from gateway.pool import EngineDied, EngineHandle, EnginePool, all_settled
 from gateway.remote import FetchFailed, callback_body, fetch, notify
 from gateway.results import Heard, channel_labels, write_outputs
 from gateway.speaker_id import SpeakerKeys
@@ -88,6 +93,13 @@ def _span(plan: m.SegmentPlan) -> str:
 class Task(msgspec.Struct):
     name: str  # how the log and errors call it: "segment 1 (…)", "channel 2", "diarization"
     request: m.Transcribe | m.Diarize
+
+
+def _task_seconds(request: m.Transcribe | m.Diarize, duration: float) -> float:
+    """The seconds of audio a task covers: its sample range, or the whole file."""
+    if isinstance(request, m.Transcribe):
+        return _seconds(request.end_sample - request.start_sample)
+    return duration
 
 
 class Runner:
@@ -163,16 +175,22 @@ class Runner:
                 job_log(f"notified {notification.url} (status={status})")
         return failed
 
-    async def _call(self, engine: EngineHandle, request: m.Request, name: str, job_log: JobLog) -> m.Reply:
-        """One request; if the engine dies, once more on its fresh replacement."""
-        try:
-            return await engine.call(request)
-        except EngineDied as exc:
-            job_log(f"{name}: {exc}; retrying once on its respawned engine", "WARNING")
-        try:
-            return await engine.call(request)
-        except EngineDied as exc:
-            raise TaskFailed(f"{name} failed: {exc} (after one retry)") from None
+    async def _call(self, job: Job, engine: EngineHandle, request: m.Request, name: str,
+                    job_log: JobLog) -> m.Reply:
+        """One request; if the engine dies (or hangs), once more on its fresh replacement."""
+        job.progress.step = name
+        for attempt in (1, 2):
+            try:
+                reply = await engine.call(request, on_progress=job.progress.sink(None))
+            except EngineDied as exc:
+                if attempt == 2:
+                    raise TaskFailed(f"{name} failed: {exc} (after one retry)") from None
+                job_log(f"{name}: {exc}; retrying once on its respawned engine", "WARNING")
+                continue
+            if isinstance(reply, m.Cancelled):  # the engine was told to stop (shutdown)
+                raise TaskFailed(f"{name} was cancelled by engine {engine.index}")
+            return reply
+        raise AssertionError("unreachable")
 
     async def _run(self, job: Job, folder: JobFolder, job_log: JobLog, engines: list[EngineHandle]) -> None:
         tc = job.parsed.transcription
@@ -187,7 +205,7 @@ class Runner:
         if not first.ready.is_set():
             job_log(f"waiting for engine {first.index} to load its models")
         by_channel = tc.diarization == "channel"
-        decoded = await self._call(first, m.Decode(
+        decoded = await self._call(job, first, m.Decode(
             job_id=job.id, source_path=str(folder.upload), audio_path=str(folder.audio),
             max_seconds=self.max_audio_seconds, split_channels=by_channel), "decoding", job_log)
         if isinstance(decoded, m.Failed):
@@ -259,6 +277,7 @@ class Runner:
         if job.status == DELETED:
             return
 
+        job.progress.start_tasks([_task_seconds(t.request, decoded.duration) for t in tasks])
         replies = await self._run_tasks(job, job_log, engines, tasks)
         if job.status == DELETED:
             return
@@ -278,7 +297,7 @@ class Runner:
         the job is then transcribed in the winner (or rejected, as low_confidence_action says)."""
         lid = job.parsed.config.language_identification_config or LanguageIdentificationConfig()
         expected = [languages.to_whisper(c) for c in lid.expected_languages or ()] or None
-        found = await self._call(engine, m.Identify(job_id=job.id, audio_path=str(folder.audio), model=model,
+        found = await self._call(job, engine, m.Identify(job_id=job.id, audio_path=str(folder.audio), model=model,
                                                     expected=expected), "language identification", job_log)
         if isinstance(found, m.Failed):
             job.reject(f"language identification failed: {found.reason}")
@@ -295,7 +314,7 @@ class Runner:
 
     async def _plan(self, job: Job, folder: JobFolder, job_log: JobLog, engine: EngineHandle,
                     count: int) -> list[m.SegmentPlan] | None:
-        planned = await self._call(engine, m.Plan(
+        planned = await self._call(job, engine, m.Plan(
             job_id=job.id, audio_path=str(folder.audio), segments=count,
             window_seconds=self.split.window_seconds, overlap_seconds=self.split.overlap_seconds),
             "planning", job_log)
@@ -343,7 +362,8 @@ class Runner:
                 task = tasks[index]
                 job_log(f"{task.name} -> engine {engine.index} (pid {engine.pid})")
                 try:
-                    reply = await engine.call(task.request)
+                    reply = await engine.call(task.request, on_progress=job.progress.sink(
+                        index, after=lambda: self._log_progress(job, job_log)))
                 except EngineDied as exc:
                     self._count(engine, None)
                     if index in retried:
@@ -355,26 +375,37 @@ class Runner:
                 self._count(engine, reply)
                 if isinstance(reply, m.Failed):
                     raise TaskFailed(f"{task.name} failed: {reply.reason}")
-                if isinstance(reply, (m.Transcribed, m.Diarized)):
-                    what = (f"{len(reply.words)} words" if isinstance(reply, m.Transcribed)
-                            else f"{len(reply.centroids)} speakers in {len(reply.turns)} turns")
-                    job_log(f"{task.name} done on engine {engine.index}: {reply.audio_seconds:.2f} s in "
-                            f"{reply.seconds:.2f} s (RTF {reply.seconds / max(reply.audio_seconds, 1e-9):.3f}), "
-                            f"{what}")
+                if isinstance(reply, m.Cancelled):  # the engine was told to stop (shutdown)
+                    raise TaskFailed(f"{task.name} was cancelled by engine {engine.index}")
+                what = (f"{len(reply.words)} words" if isinstance(reply, m.Transcribed)
+                        else f"{len(reply.centroids)} speakers in {len(reply.turns)} turns")
+                job_log(f"{task.name} done on engine {engine.index}: {reply.audio_seconds:.2f} s in "
+                        f"{reply.seconds:.2f} s (RTF {reply.seconds / max(reply.audio_seconds, 1e-9):.3f}), "
+                        f"{what}")
                 replies[index] = reply
+                job.progress.finish(index)
+                self._log_progress(job, job_log)
 
-        # The engine whose task died loops on, so a retried task is never left behind.
+        # The engine whose task died loops on, so a retried task is never left behind. However
+        # the queue ends (done, a failure, the job cancelled), every worker is cancelled and
+        # awaited: each engine still working for the job is told to cancel, and has answered,
+        # before the job lets its engines go.
         workers = [asyncio.create_task(drain(e)) for e in engines[: len(tasks)]]
         try:
-            done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-            failed = next((w for w in workers if w.done() and w.exception()), None)
-            if failed is not None:
-                queue.clear()
-                for engine in engines:
-                    engine.cancel(job.id)
-                await asyncio.gather(*pending, return_exceptions=True)
-                raise failed.exception()
-            return replies  # type: ignore[return-value]
+            await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
         finally:
+            queue.clear()
             for w in workers:
                 w.cancel()
+            await all_settled(workers)
+        failed = next((w.exception() for w in workers if not w.cancelled() and w.exception()), None)
+        if failed is not None:
+            raise failed
+        return replies  # type: ignore[return-value]
+
+    @staticmethod
+    def _log_progress(job: Job, job_log: JobLog) -> None:
+        if job.progress.due_for_log():
+            p = job.progress
+            job_log(f"progress: {p.fraction:.0%} ({p.audio_done:.1f} of {p.audio_total:.1f} s of audio "
+                    f"across the job's tasks)")

@@ -106,7 +106,9 @@ async def receive(request: Request, target: Path, limit: int) -> Upload:
                     await asyncio.to_thread(out.write, data)
                     upload.size += len(data)
             parser.finalize()
-        except MultipartParseError as exc:
+        except ApiError:
+            raise
+        except (MultipartParseError, ValueError, LookupError, TypeError) as exc:  # whatever the parser raises
             raise bad_request(f"the multipart body is malformed: {exc}", error="Malformed request") from None
         except ClientDisconnect:
             raise bad_request("the client disconnected before the upload ended") from None

@@ -19,7 +19,7 @@ from gateway.jobconfig import ParsedConfig, ProcessingData
 from gateway.jobs import DELETED, RUNNING, Job, JobTable
 from gateway.metrics import Metrics
 from gateway.outputs import JobFolder, JobLog
-from gateway.pool import EngineHandle, EnginePool
+from gateway.pool import EnginePool
 from gateway.runner import Runner, SplitSettings
 from gateway.speaker_id import SpeakerKeys
 from gateway.store import JobStore
@@ -37,6 +37,7 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     drain_timeout: float = 600.0
     max_upload_bytes: int = 2048 << 20
     api_key: str | None = None
+    hang_timeout: float = 300.0  # a busy engine silent this long is killed as hung
 
 
 class Worker:
@@ -44,7 +45,9 @@ class Worker:
         self.settings = settings
         self.root = Path(settings.output_dir)
         self.metrics = Metrics()
-        self.pool = EnginePool(engines, on_restart=lambda e: self.metrics.restarts.labels(str(e.index)).inc())
+        self.pool = EnginePool(engines, settings.hang_timeout,
+                               on_restart=lambda e: self.metrics.restarts.labels(str(e.index)).inc(),
+                               on_hang=lambda e: self.metrics.hangs.labels(str(e.index)).inc())
         self.admission = Admission(len(engines), settings.queue_size)
         self.table = JobTable(settings.max_job_history)
         self.store = JobStore(self.root)
@@ -77,7 +80,7 @@ class Worker:
 
     async def drain(self) -> None:
         """SIGTERM: refuse new jobs at once, let running ones finish (up to the drain
-        timeout), then reject what is left."""
+        timeout), then cancel what is left, which rejects it (the same path as a force DELETE)."""
         self.shutting_down = True
         tasks = [j.task for j in self.table.all() if j.task and not j.task.done()]
         log.info("draining: %d job(s) running, up to %.0f s", len(tasks), self.settings.drain_timeout)
@@ -145,11 +148,9 @@ class Worker:
                 raise ApiError(423, "Resource Locked",
                                f"job {job.id} is still running; pass force=true to stop and delete it")
             job.status = DELETED
-            JobLog(JobFolder(self.root, job.id).log)("job deleted while running (force=true)")
-            for engine in self._engines_of(job):
-                engine.cancel(job.id)
-            if job.id in self.admission.queued():
-                self.admission.release(job.id)
+            JobLog(JobFolder(self.root, job.id).log)("job deleted while running (force=true): cancelling it")
+            if job.task is not None:
+                job.task.cancel()  # its engines are told to cancel; the runner releases them once they have
             await self.store.update(job)
             return job  # the runner removes the folder when its engines come back
         job.status = DELETED
@@ -157,15 +158,16 @@ class Worker:
         await asyncio.to_thread(JobFolder(self.root, job.id).remove)
         return job
 
-    def _engines_of(self, job: Job) -> list[EngineHandle]:
-        return [self.pool[i] for i in self.admission.slots_of(job.id)]
-
     async def _finished(self, job: Job) -> None:
         await self.store.update(job)
         evicted = self.table.evict_over_limit()
         await self.store.evict([old.id for old in evicted])
         for old in evicted:
             await asyncio.to_thread(JobFolder(self.root, old.id).remove)
+
+    def running_progress(self) -> dict[str, float]:
+        """Job id -> fraction done, for every running job."""
+        return {job.id: job.progress.fraction for job in self.table.all() if job.status == RUNNING}
 
     def jobs_by_status(self) -> dict[str, int]:
         counts = {"running": 0, "done": 0, "rejected": 0, "deleted": 0}

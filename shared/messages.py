@@ -112,7 +112,8 @@ class Diarize(msgspec.Struct, tag=True):
 
 
 class Cancel(msgspec.Struct, tag=True):
-    """Abandon the job's request in progress (checked between decoded windows)."""
+    """Abandon the job's request in progress. Every long step checks for it between its chunks
+    (decoded frames, VAD chunks, windows, diarization batches) and answers `Cancelled`."""
 
     job_id: str
 
@@ -213,7 +214,23 @@ class Failed(msgspec.Struct, tag=True):
     reason: str
 
 
-Reply = Ready | LoadFailed | Decoded | Planned | Identified | Transcribed | Diarized | Failed
+class Cancelled(msgspec.Struct, tag=True):
+    """The request was abandoned on a `Cancel` (or a `Stop`); the engine is idle again."""
+
+    job_id: str
+
+
+class Progress(msgspec.Struct, tag=True):
+    """Sent while a request works, between its chunks: how far it got. It is also the engine's
+    heartbeat: an engine that is busy and sends nothing for --hang-timeout is killed as hung."""
+
+    job_id: str
+    step: str  # "decoding" | "planning" | "identifying" | "transcribing" | "diarizing: <pyannote step>"
+    done: float  # seconds of the request's audio covered so far
+    total: float  # seconds of audio the request covers (0: not known yet)
+
+
+Reply = Ready | LoadFailed | Decoded | Planned | Identified | Transcribed | Diarized | Failed | Cancelled | Progress
 
 _request_encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(Request)
