@@ -33,7 +33,7 @@ class Control:
 
     def tick(self, step: str, done: float, total: float) -> None:
         """Between chunks: raise Cancelled if the request was cancelled, else say how far it got."""
-        self._where = (step, done, total)
+        self._where = (step, float(done), float(total))  # numpy scalars do not encode
         self.heartbeat()
 
     def heartbeat(self) -> None:

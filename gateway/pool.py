@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import msgspec
@@ -34,8 +35,10 @@ _SPAWN = multiprocessing.get_context("spawn")
 MAX_BACKOFF_S = 60.0
 
 
-# Consecutive hangs (or deaths before Ready) after which /live reports the engine as failing.
+# Consecutive deaths before Ready, or hangs within HANG_WINDOW, after which /live reports the
+# engine as failing (and Kubernetes restarts the pod).
 FAILING_AFTER = 3
+HANG_WINDOW_S = 600.0
 
 
 class EngineDied(Exception):
@@ -95,7 +98,7 @@ class EngineHandle:
         self.info: m.Ready | None = None
         self.loaded_once = False
         self.load_failures = 0  # consecutive deaths before Ready
-        self.hangs = 0  # consecutive hangs (reset by a request that ends normally)
+        self.hangs: deque[float] = deque(maxlen=FAILING_AFTER)  # when the watchdog last killed it
         self.last_error: str | None = None
         self.ready = asyncio.Event()
         self.stopping = False
@@ -161,7 +164,7 @@ class EngineHandle:
                     pending.on_progress(reply)
             case _ if pending and pending.job_id == reply.job_id and not isinstance(reply, m.Progress):
                 # The process said it is done with the request: only now is it idle.
-                self._pending, self.state, self.hangs = None, "idle", 0
+                self._pending, self.state = None, "idle"
                 pending.future.set_result(reply)
             case _:
                 log.warning("engine %d: dropped a %s for job %s", self.index, type(reply).__name__,
@@ -236,8 +239,7 @@ class EngineHandle:
         else:
             return
         self._hung = why
-        self.hangs += 1
-        self.last_error = f"engine {self.index} hung {self.hangs} time(s) in a row (last: {why})"
+        self.hangs.append(now)
         log.error("engine %d: pid %s hung (%s) while working for job %s; killing it",
                   self.index, self.pid, why, pending.job_id)
         if self.on_hang:
@@ -301,8 +303,15 @@ class EnginePool:
     def failing(self) -> list[str]:
         """Reasons of engines that keep dying before they are ready (a crash loop), or that keep
         hanging on their work."""
-        return [e.last_error or f"engine {e.index} keeps dying at start-up"
-                for e in self.engines if e.load_failures >= FAILING_AFTER or e.hangs >= FAILING_AFTER]
+        window = max(HANG_WINDOW_S, 10 * self.hang_timeout)
+        reasons = []
+        for e in self.engines:
+            if e.load_failures >= FAILING_AFTER:
+                reasons.append(e.last_error or f"engine {e.index} keeps dying at start-up")
+            elif len(e.hangs) == FAILING_AFTER and time.monotonic() - e.hangs[0] <= window:
+                reasons.append(f"engine {e.index} hung {FAILING_AFTER} times in the last {window:.0f} s "
+                               f"(each time busy and silent, or deaf to a cancel, for {self.hang_timeout:g} s)")
+        return reasons
 
     async def stop(self, timeout: float = 10.0) -> None:
         if self._watchdog is not None:

@@ -107,6 +107,14 @@ class ChorusServer:
         raise TimeoutError("jobs still active")
 
 
+def engine_pids(server: ChorusServer) -> set[int]:
+    """The gateway's spawned engine processes (not multiprocessing's resource tracker)."""
+    import psutil
+
+    return {p.pid for p in psutil.Process(server.process.pid).children()
+            if any("spawn_main" in part for part in p.cmdline())}
+
+
 def words(transcript: dict) -> list[str]:
     return [r["alternatives"][0]["content"] for r in transcript["results"] if r["type"] == "word"]
 

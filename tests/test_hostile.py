@@ -111,6 +111,22 @@ CASES: list[tuple[str, str, dict, bytes | None]] = [
     ("GET", "/v2/jobs/abc?wait=1e309", {}, None),
     ("GET", "/v2/jobs/abc?wait=-1", {}, None),
     ("DELETE", "/v2/jobs/abc?force=2", {}, None),
+    # nesting: past msgspec's own limit (it raises RecursionError), and past the worker's 64 levels
+    post('{"type": "transcription", "transcription_config": {"language": "en"}, "x": ' + "[" * 50000 + "]" * 50000 + "}"),
+    post("[" * 50000 + "]" * 50000),
+    post('{"a": ' * 50000 + "1" + "}" * 50000),
+    post(top(tracking={"details": json.loads('{"a": ' * 100 + "1" + "}" * 100)})),
+    post(tc(additional_vocab=json.loads("[" * 900 + "]" * 900))),
+    # (10 kB: past msgspec's depth, within the 16 kB of incomplete headers Hypercorn buffers)
+    ("POST", "/v2/jobs", {**multipart(top())[1], "X-SM-Processing-Data": "[" * 5000 + "]" * 5000},
+     multipart(top())[0]),
+    ("POST", "/v2/jobs", {**multipart(top())[1], "X-SM-Processing-Data": '{"user_id": ' + '{"a": ' * 500
+                          + "1" + "}" * 501}, multipart(top())[0]),
+    # huge numbers in the config
+    post('{"type": "transcription", "transcription_config": {"language": "en"}, '
+         '"output_config": {"srt_overrides": {"max_lines": ' + "9" * 5000 + "}}}"),
+    post('{"type": "transcription", "transcription_config": {"language": "en", '
+         '"speaker_diarization_config": {"speaker_sensitivity": 1e999999}}}'),
     # huge headers
     ("POST", "/v2/jobs", {**multipart(top())[1], "X-SM-Processing-Data": '{"user_id": "' + "u" * 60000 + '"}'},
      multipart(top())[0]),
@@ -143,6 +159,8 @@ def test_the_malformed_list_never_breaks_the_server(idle_server, speech):
             statuses.append(response.status_code)
             assert acceptable(response), (method, path, response.text[:300])
             if response.status_code >= 400:
+                assert response.headers.get("content-type") == "application/json", (
+                    method, path, body[:80] if body else None, response.status_code, response.text[:200])
                 payload = response.json()
                 assert payload["code"] == response.status_code and payload["detail"], payload
     assert statuses.count(201) >= 4  # the odd filenames and the unknown fields are fine jobs
@@ -151,6 +169,30 @@ def test_the_malformed_list_never_breaks_the_server(idle_server, speech):
     assert idle_server.http.get("/jobs").json()["unused_engines"] == 2
     assert wer(speech[1], text(idle_server.transcribe(speech[0]))) <= 0.1
     assert not (idle_server.output.parent / "etc").exists()
+
+
+NESTED_CONFIGS = [
+    '{"type": "transcription", "transcription_config": {"language": "en"}, "x": ' + "[" * 50000 + "]" * 50000 + "}",
+    "[" * 50000 + "]" * 50000,
+    top(tracking={"details": json.loads('{"a": ' * 100 + "1" + "}" * 100)}),
+]
+NESTED_HEADERS = ["[" * 5000 + "]" * 5000, '{"user_id": ' + '{"a": ' * 500 + "1" + "}" * 501]
+
+
+def test_deep_nesting_is_a_400_and_creates_no_job(idle_server):
+    """A config or X-SM-Processing-Data nested deeper than any real one: 400 saying so, no job."""
+    jobs_before = idle_server.http.get("/v2/jobs").json()["jobs"]
+    for config in NESTED_CONFIGS:
+        body, headers = multipart(config)
+        response = idle_server.http.post("/v2/jobs", content=body, headers=headers)
+        assert response.status_code == 400 and "nests lists and objects more than 64 levels" in \
+            response.json()["detail"], response.text[:300]
+    for header in NESTED_HEADERS:
+        body, headers = multipart(top())
+        response = idle_server.http.post("/v2/jobs", content=body, headers={**headers, "X-SM-Processing-Data": header})
+        assert response.status_code == 400 and "X-SM-Processing-Data nests" in response.json()["detail"]
+    assert idle_server.http.get("/v2/jobs").json()["jobs"] == jobs_before
+    assert idle_server.http.get("/jobs").json()["unused_engines"] == 2
 
 
 def test_schemathesis_finds_no_server_error(idle_server, speech):

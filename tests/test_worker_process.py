@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from chorus_server import ROOT, ChorusServer, free_port, pid_of_task, text
+from chorus_server import ROOT, ChorusServer, engine_pids, free_port, pid_of_task, text
 from conftest import wer
 
 
@@ -31,12 +31,6 @@ def test_run_mode_other_than_http_is_refused(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--run-mode", "batch"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--run-mode" in result.stderr
-
-
-def engine_pids(server: ChorusServer) -> set[int]:
-    """The gateway's spawned engine processes (not multiprocessing's resource tracker)."""
-    return {p.pid for p in psutil.Process(server.process.pid).children()
-            if any("spawn_main" in part for part in p.cmdline())}
 
 
 @pytest.fixture
