@@ -12,6 +12,7 @@ import itertools
 import time
 
 import av
+import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.audio import _group_frames, _ignore_invalid_frames
@@ -31,6 +32,11 @@ from shared.messages import (
     Word,
     channel_path,
 )
+
+
+# Whisper's temperature fallback samples. A fixed seed for each request makes the same audio
+# give the same transcript on the same machine, whichever engine takes it and whenever.
+SAMPLING_SEED = 1
 
 
 # WhisperModel.transcribe's defaults for dropping a window as silence (no_speech_threshold,
@@ -221,6 +227,7 @@ def transcribe(model: WhisperModel, request: Transcribe, control: Control, batch
     audio = read_samples(request.audio_path, request.start_sample, request.end_sample)
     total = audio.size / SAMPLE_RATE
     control.tick("transcribing", 0.0, total)  # VAD and the features come first, then window by window
+    ctranslate2.set_random_seed(SAMPLING_SEED)
     offset = request.start_sample / SAMPLE_RATE
     heard = audio if request.volume_threshold is None else silence_quiet_audio(audio, request.volume_threshold)
     options = dict(language=request.language, task=request.task, beam_size=request.beam_size,

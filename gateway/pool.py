@@ -27,6 +27,7 @@ from collections.abc import Callable
 import msgspec
 
 from engine.main import run as engine_entry
+from gateway.settle import settled
 from shared import messages as m
 
 log = logging.getLogger("chorus.pool")
@@ -63,28 +64,6 @@ class Pending(msgspec.Struct):
     future: asyncio.Future
     on_progress: Callable[[m.Progress], None] | None
     cancel_sent: float | None = None  # monotonic time Cancel was sent
-
-
-async def _settled(future: asyncio.Future) -> None:
-    """Wait until the engine has answered, however often the waiter is cancelled meanwhile. It
-    always ends: the engine answers, dies, or the watchdog kills it within the hang timeout."""
-    while not future.done():
-        try:
-            await asyncio.shield(future)
-        except asyncio.CancelledError:
-            continue
-        except Exception:
-            break
-
-
-async def all_settled(tasks: list[asyncio.Task]) -> None:
-    """Wait until every task has ended, however often the waiter is cancelled meanwhile (the
-    tasks are engine calls, which end as `_settled` says)."""
-    while not all(t.done() for t in tasks):
-        try:
-            await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
-        except asyncio.CancelledError:
-            continue
 
 
 class EngineHandle:
@@ -217,8 +196,9 @@ class EngineHandle:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
+            # It ends: the engine answers, dies, or the watchdog kills it within the hang timeout.
             self._cancel(future)
-            await _settled(future)
+            await settled(future)
             raise
 
     def _cancel(self, future: asyncio.Future) -> None:

@@ -28,7 +28,8 @@ from gateway.jobconfig import LanguageIdentificationConfig, TranscriptionConfig
 from gateway.jobs import DELETED, DONE, Job
 from gateway.metrics import Metrics
 from gateway.outputs import JobFolder, JobLog
-from gateway.pool import EngineDied, EngineHandle, EnginePool, all_settled
+from gateway.pool import EngineDied, EngineHandle, EnginePool
+from gateway.settle import all_settled, settled
 from gateway.remote import FetchFailed, callback_body, fetch, notify
 from gateway.results import Heard, channel_labels, write_outputs
 from gateway.speaker_id import SpeakerKeys
@@ -287,7 +288,11 @@ class Runner:
                       channels=decoded.channels if by_channel else 1, diarized=diarized,
                       identification=identification, translated=transcribed[asr_tasks:] or None,
                       translation_errors=translation_errors)
-        words = await asyncio.to_thread(write_outputs, job, folder, heard, self.speaker_keys, job_log)
+        # Written whole even if the job is cancelled meanwhile, so that a deleted job's folder is
+        # removed only after its last file was written.
+        writing = asyncio.ensure_future(asyncio.to_thread(write_outputs, job, folder, heard, self.speaker_keys, job_log))
+        await settled(writing)
+        words = writing.result()
         job.status = DONE
         job_log(f"wrote json-v2, txt and srt: {words} words")
 

@@ -31,6 +31,9 @@ class ChorusServer:
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [*CHORUS, "serve", "--run-mode", "http", "--parallel", str(parallel),
                "--all-formats", str(output), "--host", "127.0.0.1", *(args or [])]
+        # The robustness matrix (docs/testing.md): the same tests at 1 and 2 threads per engine.
+        if os.environ.get("CHORUS_TEST_THREADS") and "--threads-per-engine" not in cmd:
+            cmd += ["--threads-per-engine", os.environ["CHORUS_TEST_THREADS"]]
         if not (env and "SM_BATCH_WORKER_LISTEN_PORT" in env):
             cmd += ["--port", str(self.port)]
         self.log_path = output.parent / f"server-{self.port}.log"

@@ -131,13 +131,20 @@ def test_additional_vocab_bare_strings_and_sounds_like(idle_server, prompt_wav):
 def test_punctuation_overrides(idle_server, long_speech):
     audio, _ = long_speech
     default = idle_server.transcribe(audio, config())
-    assert {".", ","} <= set(marks(default))
+    # Whisper ends the reading's sentences with full stops; whether it also writes commas
+    # depends on the CPU's kernels (none on one clean Debian root), so only "." is required.
+    assert "." in marks(default)
     none = idle_server.transcribe(audio, config(punctuation_overrides={"permitted_marks": []}))
     assert marks(none) == [] and words(none) == words(default)
-    stops = idle_server.transcribe(audio, config(punctuation_overrides={"permitted_marks": ["."]}))
-    assert set(marks(stops)) == {"."} and marks(stops) == [m for m in marks(default) if m == "."]
+    for permitted in (["."], [","], [".", "?"]):
+        kept = idle_server.transcribe(audio, config(punctuation_overrides={"permitted_marks": permitted}))
+        assert marks(kept) == [m for m in marks(default) if m in permitted], permitted
+        assert words(kept) == words(default)
+    # Low sensitivity keeps a subset of the marks, in order (which ones: tests/unit).
     sparse = idle_server.transcribe(audio, config(punctuation_overrides={"sensitivity": 0.0}))
-    assert 0 < len(marks(sparse)) < len(marks(default))
+    assert words(sparse) == words(default)
+    rest = iter(marks(default))
+    assert all(mark in rest for mark in marks(sparse))
     assert marks(idle_server.transcribe(audio, config(punctuation_overrides={"sensitivity": 0.5}))) == marks(default)
 
 

@@ -1,0 +1,35 @@
+"""gateway.progress: a job's fraction done across its tasks, and when the log states it."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.progress import JobProgress
+from shared.messages import Progress
+
+
+def test_fraction_is_audio_covered_over_all_tasks():
+    p = JobProgress()
+    assert (p.step, p.fraction, p.audio_total) == ("queued", 0.0, 0.0)
+    p.sink(None)(Progress(job_id="j", step="decoding", done=5.0, total=0.0))
+    assert (p.step, p.fraction) == ("decoding", 0.0)  # before the tasks: only the step moves
+    p.start_tasks([60.0, 30.0, 30.0])  # e.g. a diarization of 60 s and two 30 s segments
+    p.sink(1)(Progress(job_id="j", step="transcribing", done=15.0, total=30.0))
+    assert p.fraction == pytest.approx(15 / 120) and p.step == "transcribing"
+    p.sink(1)(Progress(job_id="j", step="transcribing", done=10.0, total=30.0))  # never backwards
+    p.sink(2)(Progress(job_id="j", step="transcribing", done=99.0, total=30.0))  # never past the task
+    assert p.audio_done == pytest.approx(45.0)
+    p.finish(0)
+    p.finish(1)
+    assert p.fraction == pytest.approx(1.0)
+
+
+def test_the_log_states_progress_once_per_tenth():
+    p = JobProgress()
+    p.start_tasks([100.0])
+    calls = []
+    sink = p.sink(0, after=lambda: calls.append(p.due_for_log()))
+    for done in (5, 9.99, 10, 12, 25, 31, 99.9, 100):
+        sink(Progress(job_id="j", step="transcribing", done=done, total=100.0))
+    # 10 %, then 20 % (at 25), 30 % (at 31), 90 % (at 99.9); never 100 % (the job's end says so)
+    assert calls == [False, False, True, False, True, True, True, False]
