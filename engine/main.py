@@ -47,7 +47,7 @@ class Engine:
         self.conn.send_bytes(m.encode(reply))
 
     def load(self) -> None:
-        from engine import asr, vad
+        from engine import asr, features, vad
 
         vad.install()
         started = time.perf_counter()
@@ -55,6 +55,7 @@ class Engine:
         infos = []
         for name, source in s.models.items():
             model = asr.load_model(source, s.device, s.device_index, s.compute_type, s.threads)
+            features.install(model)
             self.models[name] = model
             infos.append(asr.model_info(name, source, model))
         if s.diarization:
