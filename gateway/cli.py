@@ -160,9 +160,9 @@ async def _serve(args: argparse.Namespace, engines: list[EngineSettings]) -> Non
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    from gateway.app import create_app
-    from gateway.runner import SplitSettings
-    from gateway.worker import Worker, WorkerSettings
+    from gateway.http.app import create_app
+    from gateway.jobs.runner import SplitSettings
+    from gateway.jobs.worker import Worker, WorkerSettings
 
     worker = Worker(
         WorkerSettings(

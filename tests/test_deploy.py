@@ -40,7 +40,7 @@ def _by_kind(kind: str) -> list[dict]:
 def _exported_metrics() -> set[str]:
     """Every sample name the gateway's registry exposes: counters as _total (and _created),
     histograms as _bucket/_sum/_count, gauges as they are; scrape-time families included."""
-    from gateway.metrics import Metrics, WorkerCollector
+    from gateway.jobs.metrics import Metrics, WorkerCollector
 
     metrics = Metrics()
     metrics.registry.register(WorkerCollector(lambda: [], lambda: {}, lambda: 0, 0))

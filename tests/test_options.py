@@ -13,7 +13,7 @@ import pytest
 import testdata
 from chorus_server import text, words
 from conftest import FR_PROMPTS, normalise
-from shared import languages
+from gateway.transcript import languages
 
 
 def config(language: str = "en", model: str = "standard", **options) -> dict:
@@ -180,7 +180,7 @@ def test_disfluencies_are_tagged_or_removed():
     from gateway import jobconfig
     from gateway.options import rewrite_results
     from shared.messages import Word
-    from shared.transcript import words_to_results
+    from gateway.transcript.model import words_to_results
 
     heard = [Word(0.0, 0.3, " Um,", 0.9), Word(0.4, 0.6, " so", 0.9), Word(0.7, 0.9, " uh", 0.8),
              Word(1.0, 1.3, " yes.", 0.9)]

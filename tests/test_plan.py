@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.plan import choose_cuts, segments_from_cuts
-from gateway.merge import owned_words
+from gateway.transcript.merge import owned_words
 from shared.messages import SAMPLE_RATE as R
 from shared.messages import Transcribed, Word
 

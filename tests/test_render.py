@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from shared import languages
+from gateway.transcript import languages
 from shared.messages import Word
-from shared.render import to_srt, to_txt
-from shared.transcript import JobInfo, Metadata, Transcript, words_to_results
+from gateway.transcript.render import to_srt, to_txt
+from gateway.transcript.model import JobInfo, Metadata, Transcript, words_to_results
 
 
 def _transcript(words: list[Word], language: str = "en") -> Transcript:

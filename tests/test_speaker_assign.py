@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.speakers import assign, labels_by_first_appearance
+from gateway.transcript.speakers import assign, labels_by_first_appearance
 from shared.messages import Turn, Word
 
 

@@ -1,4 +1,4 @@
-"""gateway.jobconfig on hostile JSON: always a 400 ApiError, never another exception."""
+"""gateway.transcript.config on hostile JSON: always a 400 ApiError, never another exception."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.errors import ApiError
-from gateway.jobconfig import MAX_JSON_DEPTH, parse_config, parse_processing_data
+from gateway.http.errors import ApiError
+from gateway.transcript.config import MAX_JSON_DEPTH, parse_config, parse_processing_data
 
 GOOD = {"type": "transcription", "transcription_config": {"language": "en"}}
 

@@ -1,10 +1,10 @@
-"""gateway.progress: a job's fraction done across its tasks, and when the log states it."""
+"""gateway.jobs.progress: a job's fraction done across its tasks, and when the log states it."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.progress import JobProgress
+from gateway.jobs.progress import JobProgress
 from shared.messages import Progress
 
 

@@ -1,4 +1,4 @@
-"""gateway.settle: work that must end before a cancelled waiter goes on."""
+"""gateway.jobs.settle: work that must end before a cancelled waiter goes on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.settle import all_settled, settled
+from gateway.jobs.settle import all_settled, settled
 
 
 def test_a_cancelled_waiter_waits_for_the_work_then_is_cancelled():

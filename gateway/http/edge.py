@@ -10,8 +10,8 @@ from starlette.datastructures import Headers
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import ErrorBody, carries_body
-from gateway.metrics import Metrics
+from gateway.http.errors import ErrorBody, carries_body
+from gateway.jobs.metrics import Metrics
 
 import msgspec
 

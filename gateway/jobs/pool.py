@@ -27,7 +27,7 @@ from collections.abc import Callable
 import msgspec
 
 from engine.main import run as engine_entry
-from gateway.settle import settled
+from gateway.jobs.settle import settled
 from shared import messages as m
 
 log = logging.getLogger("chorus.pool")

@@ -11,10 +11,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway import rewrite
-from gateway.echo import client_safe
-from gateway.errors import bad_request
-from shared import languages
+from gateway.transcript import rewrites
+from gateway.transcript.echo import client_safe
+from gateway.http.errors import bad_request
+from gateway.transcript import languages
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -279,7 +279,7 @@ def _check_options(config: JobConfig, tc: TranscriptionConfig) -> None:
     filtering = tc.transcript_filtering_config
     for n, replacement in enumerate(filtering.replacements or () if filtering else ()):
         try:
-            rewrite.compile_replacement(replacement.from_, replacement.to)
+            rewrites.compile_replacement(replacement.from_, replacement.to)
         except ValueError as exc:
             raise bad_request(f"transcription_config.transcript_filtering_config.replacements[{n}]: {exc}",
                               error="Job rejected") from None

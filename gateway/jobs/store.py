@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.jobs import JobErrorItem, StoredJob
+from gateway.jobs.table import JobErrorItem, StoredJob
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.admission import Admission
-from gateway.errors import ApiError
-from gateway.jobconfig import ParsedConfig, ProcessingData
-from gateway.jobs import DELETED, RUNNING, Job, JobTable
-from gateway.metrics import Metrics
-from gateway.outputs import JobFolder, JobLog
-from gateway.pool import EnginePool
-from gateway.runner import Runner, SplitSettings
-from gateway.speaker_id import SpeakerKeys
-from gateway.store import JobStore
+from gateway.jobs.admission import Admission
+from gateway.http.errors import ApiError
+from gateway.transcript.config import ParsedConfig, ProcessingData
+from gateway.jobs.table import DELETED, RUNNING, Job, JobTable
+from gateway.jobs.metrics import Metrics
+from gateway.jobs.blobs import JobFolder, JobLog
+from gateway.jobs.pool import EnginePool
+from gateway.jobs.runner import Runner, SplitSettings
+from gateway.transcript.speaker_id import SpeakerKeys
+from gateway.jobs.store import JobStore
 from shared import messages as m
 
 log = logging.getLogger("chorus.worker")

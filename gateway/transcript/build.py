@@ -11,14 +11,15 @@ from datetime import datetime, timezone
 
 import msgspec
 
-from gateway import speaker_id, speakers
-from gateway.jobs import Job, iso_ms
-from gateway.merge import merge
-from gateway.options import feature_errors, rewrite_results
-from gateway.outputs import JobFolder, JobLog
-from shared import languages, render
+from gateway.transcript import speaker_id, speakers
+from gateway.jobs.table import Job, iso_ms
+from gateway.transcript.merge import merge
+from gateway.transcript.rewrites import rewrite_results
+from gateway.transcript.unsupported import feature_errors
+from gateway.jobs.blobs import JobFolder, JobLog
+from gateway.transcript import languages, render
 from shared import messages as m
-from shared.transcript import (
+from gateway.transcript.model import (
     FeatureError,
     JobInfo,
     LanguageIdentification,

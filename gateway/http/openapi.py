@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import ErrorBody
+from gateway.http.errors import ErrorBody
 
 
 def _ref(name: str) -> dict:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from shared.transcript import Result
+from gateway.transcript.model import Result
+
+if TYPE_CHECKING:  # config.py checks replacements with this module when a job is submitted
+    from gateway.transcript.config import TranscriptionConfig
 
 # The English hesitation sounds Speechmatics tags as disfluencies.
 DISFLUENCIES = frozenset({"um", "umm", "uh", "uhh", "uhm", "hmm", "hm", "mm", "mmm", "erm", "er", "ah", "eh"})
@@ -273,3 +277,27 @@ def apply_replacements(stream: Stream, replacements: list[CompiledReplacement]) 
     for r in replacements:
         if r.pattern is not None:
             stream.map_words(r.substitute, mark=True)
+
+
+# ---- one stream, as the config asks ----------------------------------------------------------
+
+
+def rewrite_results(results: list[Result], tc: TranscriptionConfig, language: str) -> list[Result]:
+    """One stream (channel) of results, rewritten as the config asks, in the order above."""
+    stream = Stream(results)
+    vocabulary = vocabulary_table((v.content, v.sounds_like or []) for v in tc.vocabulary)
+    stream.replace_sequences(vocabulary, mark=False)
+    if tc.output_locale in LOCALES and language == "en":
+        stream.map_words(respell(tc.output_locale), mark=False)
+    overrides = tc.punctuation_overrides
+    if overrides is not None:
+        stream.keep(punctuation_kept(stream.results, overrides.permitted_marks, overrides.sensitivity))
+    filtering = tc.transcript_filtering_config
+    if filtering is not None and filtering.remove_disfluencies:
+        stream.map_words(lambda w: "" if is_disfluency(w) else None, mark=False)
+    else:
+        stream.results = tag_disfluencies(stream.results)
+    if filtering is not None and filtering.replacements:
+        apply_replacements(stream, [compile_replacement(r.from_, r.to)
+                                            for r in filtering.replacements])
+    return stream.results

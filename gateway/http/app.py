@@ -9,11 +9,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from gateway.api import routes
-from gateway.edge import Edge
-from gateway.errors import ApiError, handle_api_error, handle_http_exception
-from gateway.metrics import WorkerCollector
-from gateway.worker import Worker
+from gateway.http.routes import routes
+from gateway.http.edge import Edge
+from gateway.http.errors import ApiError, handle_api_error, handle_http_exception
+from gateway.jobs.metrics import WorkerCollector
+from gateway.jobs.worker import Worker
 
 
 def create_app(worker: Worker) -> Starlette:

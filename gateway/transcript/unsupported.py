@@ -1,35 +1,13 @@
-"""The job config's transcription options as they shape a finished transcript: the rewrites of
-recognised words (gateway/rewrite.py) and the `*_errors` metadata for options this worker
-accepts but does not implement (never ignored silently)."""
+"""The `*_errors` metadata for options this worker accepts but does not implement: never
+ignored silently."""
 
 from __future__ import annotations
 
 import msgspec
 
-from gateway import rewrite
-from gateway.jobconfig import JobConfig, TranscriptionConfig
-from shared.transcript import FeatureError, Result
-
-
-def rewrite_results(results: list[Result], tc: TranscriptionConfig, language: str) -> list[Result]:
-    """One stream (channel) of results, rewritten as the config asks."""
-    stream = rewrite.Stream(results)
-    vocabulary = rewrite.vocabulary_table((v.content, v.sounds_like or []) for v in tc.vocabulary)
-    stream.replace_sequences(vocabulary, mark=False)
-    if tc.output_locale in rewrite.LOCALES and language == "en":
-        stream.map_words(rewrite.respell(tc.output_locale), mark=False)
-    overrides = tc.punctuation_overrides
-    if overrides is not None:
-        stream.keep(rewrite.punctuation_kept(stream.results, overrides.permitted_marks, overrides.sensitivity))
-    filtering = tc.transcript_filtering_config
-    if filtering is not None and filtering.remove_disfluencies:
-        stream.map_words(lambda w: "" if rewrite.is_disfluency(w) else None, mark=False)
-    else:
-        stream.results = rewrite.tag_disfluencies(stream.results)
-    if filtering is not None and filtering.replacements:
-        rewrite.apply_replacements(stream, [rewrite.compile_replacement(r.from_, r.to)
-                                            for r in filtering.replacements])
-    return stream.results
+from gateway.transcript import rewrites
+from gateway.transcript.config import JobConfig, TranscriptionConfig
+from gateway.transcript.model import FeatureError
 
 
 class FeatureErrors(msgspec.Struct):
@@ -64,11 +42,11 @@ def feature_errors(config: JobConfig, tc: TranscriptionConfig, language: str) ->
         errors.transcription.append(_unsupported("enable_entities (entity results)"))
     if tc.domain:
         errors.transcription.append(_unsupported(f"domain {tc.domain!r}"))
-    if tc.output_locale and not (tc.output_locale in rewrite.LOCALES and language == "en"):
+    if tc.output_locale and not (tc.output_locale in rewrites.LOCALES and language == "en"):
         errors.transcription.append(FeatureError(
             type="unsupported_locale",
             message=f"output_locale {tc.output_locale!r} is not supported for language {language!r} "
-                    f"(supported: {', '.join(rewrite.LOCALES)} for en)"))
+                    f"(supported: {', '.join(rewrites.LOCALES)} for en)"))
     if config.translation_config is not None:
         for target in config.translation_config.target_languages:
             if target != "en":

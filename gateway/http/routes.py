@@ -12,14 +12,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from gateway.admission import Busy
-from gateway.errors import ApiError, bad_request, carries_body, error_response, json_response
-from gateway.jobconfig import parse_config, parse_processing_data
-from gateway.jobs import DELETED, DONE, REJECTED, RUNNING, Job, JobDetails, iso_ms, new_job_id
-from gateway.outputs import JobFolder
-from gateway.openapi import build as build_openapi
-from gateway.upload import receive
-from gateway.worker import Worker
+from gateway.jobs.admission import Busy
+from gateway.http.errors import ApiError, bad_request, carries_body, error_response, json_response
+from gateway.transcript.config import parse_config, parse_processing_data
+from gateway.jobs.table import DELETED, DONE, REJECTED, RUNNING, Job, JobDetails, iso_ms, new_job_id
+from gateway.jobs.blobs import JobFolder
+from gateway.http.openapi import build as build_openapi
+from gateway.http.upload import receive
+from gateway.jobs.worker import Worker
 
 TRANSCRIPT_FORMATS = {None: "json", "json": "json", "json-v2": "json", "json_v2": "json",
                       "txt": "txt", "srt": "srt"}

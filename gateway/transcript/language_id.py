@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.jobconfig import LanguageIdentificationConfig
-from shared import languages
+from gateway.transcript.config import LanguageIdentificationConfig
+from gateway.transcript import languages
 from shared import messages as m
-from shared.transcript import LanguageAlternative, LanguageIdentification, LanguageIdentificationResult
+from gateway.transcript.model import LanguageAlternative, LanguageIdentification, LanguageIdentificationResult
 
 # Below this probability (renormalised over the expected languages) the winner is a guess; and
 # when the expected languages hold less than this share of Whisper's belief, the audio is

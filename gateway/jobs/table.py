@@ -10,9 +10,9 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import ApiError
-from gateway.jobconfig import ParsedConfig
-from gateway.progress import JobProgress
+from gateway.http.errors import ApiError
+from gateway.transcript.config import ParsedConfig
+from gateway.jobs.progress import JobProgress
 
 RUNNING, DONE, REJECTED, DELETED = "running", "done", "rejected", "deleted"
 FINISHED = (DONE, REJECTED, DELETED)
@@ -111,7 +111,7 @@ class Job:
 
     @classmethod
     def restore(cls, stored: StoredJob) -> Job:
-        from gateway.jobconfig import parse_config
+        from gateway.transcript.config import parse_config
 
         job = cls(stored.id, parse_config(stored.config), stored.data_name, stored.engines, stored.user_id,
                   stored.config, stored.created_at)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.jobconfig import NotificationConfig as Notification
-from gateway.outputs import JobFolder
+from gateway.transcript.config import NotificationConfig as Notification
+from gateway.jobs.blobs import JobFolder
 
 USER_AGENT = "Speechmatics-API/2.0"  # what the SaaS sends, and receivers may check
 FETCH_TIMEOUT_S = 60.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from shared.transcript import Result, Transcript
+from gateway.transcript.model import Result, Transcript
 
 # A pause this long between words starts a new subtitle cue.
 CUE_GAP_S = 1.5

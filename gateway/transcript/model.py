@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from shared.languages import LanguagePackInfo
+from gateway.transcript.languages import LanguagePackInfo
 from shared.messages import Word
 
 FORMAT_VERSION = "2.9"

@@ -22,20 +22,20 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from gateway import identify
-from gateway.admission import Admission
-from gateway.jobconfig import LanguageIdentificationConfig, TranscriptionConfig
-from gateway.jobs import DELETED, DONE, Job
-from gateway.metrics import Metrics
-from gateway.outputs import JobFolder, JobLog
-from gateway.pool import EngineDied, EngineHandle, EnginePool
-from gateway.settle import all_settled, settled
-from gateway.remote import FetchFailed, callback_body, fetch, notify
-from gateway.results import Heard, channel_labels, write_outputs
-from gateway.speaker_id import SpeakerKeys
-from shared import languages
+from gateway.transcript import language_id
+from gateway.jobs.admission import Admission
+from gateway.transcript.config import LanguageIdentificationConfig, TranscriptionConfig
+from gateway.jobs.table import DELETED, DONE, Job
+from gateway.jobs.metrics import Metrics
+from gateway.jobs.blobs import JobFolder, JobLog
+from gateway.jobs.pool import EngineDied, EngineHandle, EnginePool
+from gateway.jobs.settle import all_settled, settled
+from gateway.jobs.remote import FetchFailed, callback_body, fetch, notify
+from gateway.transcript.build import Heard, channel_labels, write_outputs
+from gateway.transcript.speaker_id import SpeakerKeys
+from gateway.transcript import languages
 from shared import messages as m
-from shared.transcript import FeatureError, LanguageIdentification
+from gateway.transcript.model import FeatureError, LanguageIdentification
 
 log = logging.getLogger("chorus.runner")
 
@@ -308,7 +308,7 @@ class Runner:
             job.reject(f"language identification failed: {found.reason}")
             return None
         assert isinstance(found, m.Identified)
-        verdict = identify.decide(found, lid)
+        verdict = language_id.decide(found, lid)
         job_log(f"language identification over {found.start:.2f}-{found.end:.2f} s in {found.seconds:.2f} s: "
                 + (", ".join(f"{languages.from_whisper(s.language)} {s.probability:.2f}" for s in found.scores)
                    or "no speech") + f"; {verdict.log}")

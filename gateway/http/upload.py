@@ -12,7 +12,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from gateway.errors import ApiError, bad_request
+from gateway.http.errors import ApiError, bad_request
 
 MAX_FIELD_BYTES = 1 << 20
 MAX_PARTS = 32
