@@ -40,7 +40,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 
 # Every bench/ script, then docs/benchmarks.md rebuilt; peers go into .cache/peers/ venvs.
 bench: $(VENV)/.installed-bench
-	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # testdata.py and chorus_server.py
-
-import testdata  # noqa: E402
-from chorus_server import ChorusServer  # noqa: E402
+from tests.system import testdata
+from tests.system.chorus_server import ChorusServer
 
 RESULTS = ROOT / "docs" / "bench"
 MODEL_NAMES = {"standard": "tiny.en", "enhanced": "base"}  # the embedded models, by operating point

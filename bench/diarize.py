@@ -2,7 +2,7 @@
 a job, and the engine memory it takes.
 
 A few minutes of conversation built from four real voices (Asterisk prompts, LibriVox, the
-two speakers of pyannote's sample call). Usage: python bench/diarize.py [--runs 3]
+two speakers of pyannote's sample call). Usage: python -m bench.diarize [--runs 3]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from common import ChorusServer, machine, median, table, testdata, write_section
-from plots import figure, label_bars, save
+from bench.common import ChorusServer, machine, median, table, testdata, write_section
+from bench.plots import figure, label_bars, save
 
 VOICES = ["allison", "reader", "call-a", "call-b"]
 

@@ -1,7 +1,7 @@
 """Gateway responsiveness and memory: status-endpoint latency while every engine is busy,
 and the RSS of the gateway and engines over many short jobs.
 
-Usage: python bench/gateway.py [--requests 2000] [--jobs 500]
+Usage: python -m bench.gateway [--requests 2000] [--jobs 500]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 import psutil
 
-from common import ChorusServer, machine, table, testdata, write_section
-from plots import figure, save
+from bench.common import ChorusServer, machine, table, testdata, write_section
+from bench.plots import figure, save
 
 LONG = {"type": "transcription", "transcription_config": {"language": "en", "model": "enhanced"}}
 SHORT = {"type": "transcription", "transcription_config": {"language": "en"}}

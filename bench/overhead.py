@@ -1,7 +1,7 @@
 """Per-job overhead of the worker: (a) HTTP round trip vs (b) bare in-process transcribe vs
 (c) a cold process per job, for a ~10 s clip, on the same model and threads.
 
-Usage: python bench/overhead.py [--runs 10] [--threads 2]
+Usage: python -m bench.overhead [--runs 10] [--threads 2]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import MODEL_NAMES, ChorusServer, machine, median, table, testdata, write_section
-from plots import figure, label_bars, save
+from bench.common import MODEL_NAMES, ChorusServer, machine, median, table, testdata, write_section
+from bench.plots import figure, label_bars, save
 
 COLD = """
 import sys, time

@@ -8,7 +8,7 @@ Peers are installed from PyPI at benchmark time, pinned, each into its own venv 
 Same model (tiny.en, CTranslate2), compute type (int8), cores (all of them), beam size (5),
 language (en) and VAD on (Silero; WhisperX its bundled pyannote VAD). The servers get the jobs from
 `--concurrency` clients at once, in the same order; WhisperX, a library, one call at a time.
-Usage: python bench/peers.py [--runs 3] [--concurrency 2]
+Usage: python -m bench.peers [--runs 3] [--concurrency 2]
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
-from common import RESULTS, ROOT, cpu_steal_percent, machine, write_section
-from plots import figure, label_bars, save
-from workload import DURATIONS, Job, Run, chorus_runs, median_run, mixed_jobs, passes, push, summary
 
-from chorus_server import free_port  # tests/, on the path once common is imported
 from engine import embedded
+
+from bench.common import RESULTS, ROOT, cpu_steal_percent, machine, write_section
+from bench.plots import figure, label_bars, save
+from bench.workload import DURATIONS, Job, Run, chorus_runs, median_run, mixed_jobs, passes, push, summary
+from tests.system.chorus_server import free_port
 
 SAME_ENGINE = ["faster-whisper==1.2.1", "ctranslate2==4.8.5"]
 PEERS = {

@@ -8,7 +8,8 @@ import matplotlib
 matplotlib.use("Agg")  # no screen: render straight to PNG
 
 import matplotlib.pyplot as plt  # noqa: E402
-from common import RESULTS, machine  # noqa: E402
+
+from bench.common import RESULTS, machine  # noqa: E402
 
 __all__ = ["plt", "figure", "save", "label_bars"]
 

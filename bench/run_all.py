@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark and regenerate docs/benchmarks.md from their sections.
 
-Usage: python bench/run_all.py [script.py ...]   (only those; the document is rebuilt from
+Usage: python -m bench.run_all [script.py ...]   (only those; the document is rebuilt from
 every section on disk, so sections measured earlier, or on a GPU machine, stay in it)
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
     only = sys.argv[1:]
     for script in SCRIPTS:
         if not only or script in only:
-            subprocess.run([sys.executable, str(BENCH / script)], check=True, cwd=BENCH)
+            subprocess.run([sys.executable, "-m", f"bench.{script.removesuffix('.py')}"], check=True, cwd=BENCH.parent)
     sections = [DOCS / "bench" / f"{name}.md" for name in SECTIONS]
     body = "\n".join(p.read_text() for p in sections if p.exists())
     (DOCS / "benchmarks.md").write_text(HEADER + "\n" + body)

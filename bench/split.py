@@ -2,23 +2,20 @@
 
 A ≥ 5-minute real-speech recording; `--parallel 2` with one core per engine; k = 1 vs 2,
 median of ≥ 3 runs each; then k = 1…4 on `--parallel 4` (more engines than cores here).
-Usage: python bench/split.py [--minutes 5] [--runs 3]
+Usage: python -m bench.split [--minutes 5] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, ChorusServer, machine, median, table, testdata, write_section
-from plots import figure, save
-
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import wer  # noqa: E402
+from bench.common import ChorusServer, machine, median, table, testdata, write_section
+from bench.plots import figure, save
+from tests.system.speech import wer
 
 CONFIG = {"type": "transcription", "transcription_config": {"language": "en"}}
 

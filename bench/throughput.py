@@ -5,7 +5,7 @@ faster-whisper's batched pipeline (`--batch-size`).
 The first jobs of the mixed real-speech set (bench/workload.py), pushed by N clients at once
 (one per engine, as a batch queue in front of the worker would), median of `--runs` passes.
 On a GPU (`--device cuda`) the same script gives the RTF per model for `--parallel 1…4`.
-Usage: python bench/throughput.py [--device cpu] [--parallel 1 2 4] [--batch-sizes 1 8]
+Usage: python -m bench.throughput [--device cpu] [--parallel 1 2 4] [--batch-sizes 1 8]
        [--models standard] [--jobs 12] [--runs 3]
 """
 
@@ -16,9 +16,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from common import MODEL_NAMES, machine, table, write_section
-from plots import figure, label_bars, save
-from workload import chorus_runs, median_run, mixed_jobs, summary
+from bench.common import MODEL_NAMES, machine, table, write_section
+from bench.plots import figure, label_bars, save
+from bench.workload import chorus_runs, median_run, mixed_jobs, summary
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()

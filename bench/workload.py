@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from common import ChorusServer, testdata
 
-from conftest import wer
+from bench.common import ChorusServer, testdata
+from tests.system.speech import wer
 
 # 20 lengths from 5 s to 3 min, evenly spaced on a log scale: a batch service sees many
 # short files and a few long ones.

@@ -18,7 +18,6 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.audio import _group_frames, _ignore_invalid_frames
 
 from engine.control import Cancelled, Control
-
 from shared.messages import (
     SAMPLE_RATE,
     Decode,
@@ -32,7 +31,6 @@ from shared.messages import (
     Word,
     channel_path,
 )
-
 
 # Whisper's temperature fallback samples. A fixed seed for each request makes the same audio
 # give the same transcript on the same machine, whichever engine takes it and whenever.
@@ -237,9 +235,9 @@ def transcribe(model: WhisperModel, request: Transcribe, control: Control, batch
     # VAD to find the chunks.
     batched = batch_size > 1 and request.vad_filter
     if batched:
-        segments, info = BatchedInferencePipeline(model).transcribe(heard, batch_size=batch_size, **options)
+        segments, _ = BatchedInferencePipeline(model).transcribe(heard, batch_size=batch_size, **options)
     else:
-        segments, info = model.transcribe(heard, **options)
+        segments, _ = model.transcribe(heard, **options)
     words: list[Word] = []
     for segment in segments:  # a generator: decoding happens window by window (or batch by batch)
         control.tick("transcribing", min(float(segment.end), total), total)
@@ -257,10 +255,7 @@ def transcribe(model: WhisperModel, request: Transcribe, control: Control, batch
             )
     return Transcribed(
         job_id=request.job_id,
-        segment=request.segment,
         words=words,
-        language=info.language,
-        language_probability=float(info.language_probability),
         audio_seconds=audio.size / SAMPLE_RATE,
         seconds=time.perf_counter() - started,
     )

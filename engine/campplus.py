@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from pyannote.audio import Model
 from torchaudio.compliance import kaldi
 
-SAMPLE_RATE = 16000
+from shared.messages import SAMPLE_RATE
+
 FBANK_BINS = 80
 DIMENSION = 192
 

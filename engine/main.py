@@ -20,7 +20,6 @@ from multiprocessing.connection import Connection
 from engine.control import Cancelled, Control, serving
 from shared import messages as m
 
-
 # Engines do batch work; the gateway answers status polls and probes. A lower priority for
 # engines lets the gateway run first whenever both want a core (bench/gateway.py).
 ENGINE_NICENESS = 5
@@ -68,14 +67,12 @@ class Engine:
         gc.freeze()
         self.send(
             m.Ready(
-                engine=s.index,
                 pid=os.getpid(),
                 device=s.device if s.device == "cpu" else f"{s.device}:{s.device_index}",
                 compute_type=s.compute_type,
                 threads=s.threads,
                 cores=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
                 models=infos,
-                diarization=self.diarizer.model_id if self.diarizer else None,
                 load_seconds=time.perf_counter() - started,
                 batch_size=s.batch_size,
             )

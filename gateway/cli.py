@@ -10,10 +10,11 @@ import signal
 import sys
 
 from engine import embedded
+from gateway.settings import DEFAULT_MAX_JOB_HISTORY, Settings, SplitSettings
 from shared.messages import EngineSettings
 
 DEFAULT_PORT = 18000
-DEFAULT_MAX_HISTORY = 1000
+
 DEFAULT_CUDA_BATCH = 8  # faster-whisper's own default for its batched pipeline
 
 
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--hang-timeout", type=_seconds, default=300.0,
                        help="seconds a busy engine may go without reporting progress (or keep working after "
                             "a cancel) before it is killed as hung and respawned (default 300)")
-    serve.add_argument("--api-key", default=os.environ.get("CHORUS_API_KEY"),
+    serve.add_argument("--api-key", default=None,
                        help="require 'Authorization: Bearer <key>' on /v2/* (default: $CHORUS_API_KEY; none: open)")
     serve.add_argument("--split-window-seconds", type=float, default=30.0,
                        help="how far a k-engine cut may move from its ideal point to find a pause "
@@ -156,29 +157,31 @@ def plan_engines(args: argparse.Namespace) -> list[EngineSettings]:
     ]
 
 
-async def _serve(args: argparse.Namespace, engines: list[EngineSettings]) -> None:
+def build_settings(args: argparse.Namespace, engines: list[EngineSettings]) -> Settings:
+    """Every setting of the worker, from the flags and the environment (read here only)."""
+    return Settings(
+        output_dir=os.path.abspath(args.all_formats),
+        engines=engines,
+        max_job_history=_env_int("SM_BATCH_WORKER_MAX_JOB_HISTORY", DEFAULT_MAX_JOB_HISTORY),
+        max_audio_seconds=args.max_audio_seconds,
+        max_upload_bytes=args.max_upload_mb << 20,
+        split=SplitSettings(window_seconds=args.split_window_seconds, overlap_seconds=args.split_overlap_seconds),
+        queue_size=max(0, args.queue_size),
+        drain_timeout=args.drain_timeout,
+        hang_timeout=args.hang_timeout,
+        api_key=args.api_key or os.environ.get("CHORUS_API_KEY") or None,
+        speaker_secrets_dir=os.environ.get("SM_SPEAKER_ID_SECRETS_DIR") or None,
+    )
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
     from gateway.http.app import create_app
-    from gateway.jobs.runner import SplitSettings
-    from gateway.jobs.worker import Worker, WorkerSettings
+    from gateway.jobs.worker import Worker
 
-    worker = Worker(
-        WorkerSettings(
-            output_dir=os.path.abspath(args.all_formats),
-            max_job_history=_env_int("SM_BATCH_WORKER_MAX_JOB_HISTORY", DEFAULT_MAX_HISTORY),
-            max_audio_seconds=args.max_audio_seconds,
-            split=SplitSettings(window_seconds=args.split_window_seconds,
-                                overlap_seconds=args.split_overlap_seconds),
-            queue_size=max(0, args.queue_size),
-            drain_timeout=args.drain_timeout,
-            max_upload_bytes=args.max_upload_mb << 20,
-            api_key=args.api_key or None,
-            hang_timeout=args.hang_timeout,
-        ),
-        engines,
-    )
+    worker = Worker(settings)
     config = Config()
     port = args.port or _env_int("SM_BATCH_WORKER_LISTEN_PORT", DEFAULT_PORT)
     config.bind = [f"[{args.host}]:{port}" if ":" in args.host else f"{args.host}:{port}"]
@@ -198,7 +201,7 @@ async def _serve(args: argparse.Namespace, engines: list[EngineSettings]) -> Non
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drain_then_stop)
-    logging.getLogger("chorus").info("listening on %s with %d engine(s)", config.bind[0], len(engines))
+    logging.getLogger("chorus").info("listening on %s with %d engine(s)", config.bind[0], len(settings.engines))
     await serve(create_app(worker), config, shutdown_trigger=stop.wait)
 
 
@@ -213,8 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose or os.environ.get("DEBUG") == "true" else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    engines = plan_engines(args)
-    asyncio.run(_serve(args, engines))
+    asyncio.run(_serve(args, build_settings(args, plan_engines(args))))
 
 
 if __name__ == "__main__":

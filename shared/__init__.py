@@ -1,0 +1,4 @@
+"""What the gateway and the engines both use: the pipe protocol (msgspec structs as msgpack).
+
+May import: nothing of Chorus.
+"""

@@ -1,5 +1,7 @@
 """The gateway <-> engine contract: msgspec structs sent as msgpack over one Pipe per engine.
 
+A tagged union each way (`Request`, `Reply`), dispatched with `match` on both sides.
+
 Audio never travels through the pipe: requests carry a path and a sample range into the
 16 kHz mono float32 file the engine wrote when it decoded the job's upload.
 """
@@ -129,14 +131,12 @@ Request = Decode | Plan | Identify | Transcribe | Diarize | Cancel | Stop
 
 
 class Ready(msgspec.Struct, tag=True):
-    engine: int
     pid: int
     device: str
     compute_type: str
     threads: int
     cores: list[int]
     models: list[ModelInfo]
-    diarization: str | None  # the speaker model id, when diarization is loaded
     load_seconds: float
     batch_size: int = 1
 
@@ -184,10 +184,7 @@ class Identified(msgspec.Struct, tag=True):
 
 class Transcribed(msgspec.Struct, tag=True):
     job_id: str
-    segment: int
     words: list[Word]
-    language: str
-    language_probability: float
     audio_seconds: float
     seconds: float  # time spent transcribing
 

@@ -6,13 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from gateway.http.routes import routes
 from gateway.http.edge import Edge
-from gateway.http.errors import ApiError, handle_api_error, handle_http_exception
-from gateway.jobs.metrics import WorkerCollector
+from gateway.http.errors import EXCEPTION_HANDLERS
+from gateway.http.routes import routes
 from gateway.jobs.worker import Worker
 
 
@@ -28,12 +26,8 @@ def create_app(worker: Worker) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        exception_handlers=EXCEPTION_HANDLERS,
         middleware=[Middleware(Edge, routes=routes, metrics=worker.metrics, api_key=worker.settings.api_key)],
     )
     app.state.worker = worker
-    worker.metrics.registry.register(WorkerCollector(
-        engines=lambda: worker.pool.engines, jobs_by_status=worker.jobs_by_status,
-        in_use=lambda: worker.admission.in_use, total=worker.admission.total,
-        running_progress=worker.running_progress))
     return app

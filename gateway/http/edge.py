@@ -6,14 +6,13 @@ from __future__ import annotations
 import hmac
 import time
 
+import msgspec
 from starlette.datastructures import Headers
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.http.errors import ErrorBody, carries_body
 from gateway.jobs.metrics import Metrics
-
-import msgspec
 
 
 class Edge:

@@ -1,20 +1,19 @@
-"""Every error is JSON: {"code": N, "error": "<SaaS enum text>", "detail": "<what is wrong>"}."""
+"""Every error is JSON: {"code": N, "error": "<SaaS enum text>", "detail": "<what is wrong>"}.
+
+The one table from domain errors (gateway/errors.py) to HTTP answers, and the handlers that
+Starlette calls with them (gateway/http/app.py registers `EXCEPTION_HANDLERS`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
-from starlette.exceptions import HTTPException
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: Any) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
+from gateway import errors
 
 
 class ErrorBody(msgspec.Struct):
@@ -45,9 +44,31 @@ def carries_body(headers: Headers) -> bool:
 _STARLETTE_ERRORS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
 
 
-async def handle_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.error, exc.detail, close=carries_body(request.headers))
+# Domain error -> (status, the reference's error text); InvalidRequest carries its own text.
+ANSWERS: dict[type[errors.ChorusError], tuple[int, str]] = {
+    errors.InvalidRequest: (400, "Bad Request"),
+    errors.FeatureUnavailable: (400, "Requested product not available"),
+    errors.JobNotFound: (404, "Job not found"),
+    errors.TranscriptNotReady: (404, "Transcription not ready"),
+    errors.JobRejected: (404, "Job rejected"),
+    errors.FormatNotSupported: (404, "Format Not Supported"),
+    errors.LogNotAvailable: (404, "Log file not available"),
+    errors.JobExpired: (410, "Job Expired"),
+    errors.JobDeleted: (410, "File Expired"),
+    errors.UploadTooLarge: (413, "Payload Too Large"),
+    errors.InvalidQuery: (422, "Unprocessable Entity"),
+    errors.JobLocked: (423, "Resource Locked"),
+    errors.Busy: (503, "Server busy"),
+    errors.ShuttingDown: (503, "Server busy"),
+}
+
+
+async def handle_chorus_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.ChorusError)
+    status, text = ANSWERS[type(exc)]
+    if isinstance(exc, errors.InvalidRequest):
+        text = exc.kind
+    return error_response(status, text, exc.detail, close=carries_body(request.headers))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -57,5 +78,4 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, error, exc.detail, close=carries_body(request.headers))
 
 
-def bad_request(detail: str, error: str = "Bad Request") -> ApiError:
-    return ApiError(400, error, detail)
+EXCEPTION_HANDLERS = {**{cls: handle_chorus_error for cls in ANSWERS}, HTTPException: handle_http_exception}

@@ -7,7 +7,10 @@ from typing import Any
 
 import msgspec
 
+from gateway.http.bodies import SCHEMAS
 from gateway.http.errors import ErrorBody
+from gateway.settings import MAX_WAIT_S, VERSION
+from gateway.transcript.render import FORMAT_NAMES
 
 
 def _ref(name: str) -> dict:
@@ -22,16 +25,16 @@ def _errors(*codes: int) -> dict:
     return {str(c): _json(_ref("ErrorBody"), "error") for c in codes}
 
 
-def build(structs: dict[str, type]) -> dict[str, Any]:
+def build(structs: dict[str, type] = SCHEMAS) -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components([ErrorBody, *structs.values()],
                                                      ref_template="#/components/schemas/{name}")
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     wait = {"name": "wait", "in": "query", "required": False,
-            "schema": {"type": "number", "minimum": 0, "maximum": 300}}
+            "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S}}
     text = {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Chorus batch worker", "version": "0.1.0",
+        "info": {"title": "Chorus batch worker", "version": VERSION,
                  "description": "The Speechmatics batch v2 job API of the batch persistent worker."},
         "paths": {
             "/v2/jobs": {
@@ -67,7 +70,7 @@ def build(structs: dict[str, type]) -> dict[str, Any]:
                 "get": {"summary": "The transcript of a finished job", "parameters": [
                     job_id, wait,
                     {"name": "format", "in": "query",
-                     "schema": {"type": "string", "enum": ["json-v2", "json", "json_v2", "txt", "srt"]}}],
+                     "schema": {"type": "string", "enum": list(FORMAT_NAMES)}}],
                         "responses": {"200": {"description": "json-v2, txt or srt", "content": {
                             "application/json": {"schema": {"type": "object"}},
                             "text/plain": {"schema": {"type": "string"}}}}, **_errors(401, 404, 410, 422)}},

@@ -7,26 +7,20 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import msgspec
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from gateway.http.errors import ApiError, bad_request
+from gateway.errors import ChorusError, InvalidRequest, UploadTooLarge
+from gateway.jobs.worker import Upload
 
 MAX_FIELD_BYTES = 1 << 20
 MAX_PARTS = 32
 FILE_FIELD = "data_file"
 
 
-class Upload(msgspec.Struct):
-    fields: dict[str, str]
-    filename: str | None = None  # the data_file part's filename, as the client sent it
-    size: int = 0  # bytes of data_file written
-
-
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, "Payload Too Large", f"the upload is larger than the {limit // (1 << 20)} MiB limit "
+def too_large(limit: int) -> UploadTooLarge:
+    return UploadTooLarge(f"the upload is larger than the {limit // (1 << 20)} MiB limit "
                                                "(--max-upload-mb)")
 
 
@@ -34,8 +28,8 @@ async def receive(request: Request, target: Path, limit: int) -> Upload:
     """Parse the request body; the data_file part goes to `target`."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
-        raise bad_request("the request must be multipart/form-data with a 'config' field and a 'data_file' file",
-                          error="Malformed request")
+        raise InvalidRequest("the request must be multipart/form-data with a 'config' field and a 'data_file' file",
+                          kind="Malformed request")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
@@ -74,14 +68,14 @@ async def receive(request: Request, target: Path, limit: int) -> Upload:
         elif len(state["buffer"]) + end - start <= MAX_FIELD_BYTES:
             state["buffer"].extend(data[start:end])
         else:
-            state["error"] = bad_request(f"the field {state['name']!r} is larger than {MAX_FIELD_BYTES} bytes")
+            state["error"] = InvalidRequest(f"the field {state['name']!r} is larger than {MAX_FIELD_BYTES} bytes")
 
     def on_part_end() -> None:
         if not state["file"] and state["name"]:
             try:
                 upload.fields[state["name"]] = state["buffer"].decode("utf-8")
             except UnicodeDecodeError:
-                state["error"] = bad_request(f"the field {state['name']!r} is not UTF-8 text")
+                state["error"] = InvalidRequest(f"the field {state['name']!r} is not UTF-8 text")
 
     parser = MultipartParser(params[b"boundary"], callbacks={
         "on_part_begin": on_part_begin, "on_header_field": on_header_field,
@@ -99,17 +93,17 @@ async def receive(request: Request, target: Path, limit: int) -> Upload:
                 if state["error"]:
                     raise state["error"]
                 if state["parts"] > MAX_PARTS:
-                    raise bad_request(f"more than {MAX_PARTS} multipart parts")
+                    raise InvalidRequest(f"more than {MAX_PARTS} multipart parts")
                 if pending:
                     data = bytes(pending)
                     pending.clear()
                     await asyncio.to_thread(out.write, data)
                     upload.size += len(data)
             parser.finalize()
-        except ApiError:
+        except ChorusError:
             raise
         except (MultipartParseError, ValueError, LookupError, TypeError) as exc:  # whatever the parser raises
-            raise bad_request(f"the multipart body is malformed: {exc}", error="Malformed request") from None
+            raise InvalidRequest(f"the multipart body is malformed: {exc}", kind="Malformed request") from None
         except ClientDisconnect:
-            raise bad_request("the client disconnected before the upload ended") from None
+            raise InvalidRequest("the client disconnected before the upload ended") from None
     return upload

@@ -2,23 +2,52 @@
 
 With a queue (`--queue-size Q`), a job that does not fit now may wait, up to Q of them, and
 they start in arrival order: the head of the queue is never overtaken.
+
+`Admission` is the seam cluster mode needs (accounting across workers there);
+`InProcessAdmission` is today's implementation, exact because it runs on the one event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from typing import Protocol
+
+from gateway.errors import Busy
 
 
-class Busy(Exception):
-    def __init__(self, requested: int, in_use: int, total: int) -> None:
-        super().__init__(
-            f"Server busy: {requested} engines not available "
-            f"({in_use} engines in use, {total} parallel allowed)"
-        )
+class Admission(Protocol):
+    total: int  # engines in all
+    queue_size: int  # jobs that may wait; 0: none
+
+    def acquire(self, job_id: str, count: int) -> list[int] | None:
+        """The job's `count` engine slots now, or None when it was queued; Busy if neither."""
+
+    async def wait_turn(self, job_id: str) -> list[int]:
+        """A queued job's slots, once they are its."""
+
+    def position(self, job_id: str) -> int:
+        """A queued job's place in the queue, from 1."""
+
+    def release(self, job_id: str) -> None:
+        """The job's slots go back (or it leaves the queue); queued jobs that now fit start."""
+
+    def slots_of(self, job_id: str) -> list[int]: ...
+
+    @property
+    def in_use(self) -> int: ...
+
+    @property
+    def unused(self) -> int: ...
+
+    def active(self) -> dict[str, int]:
+        """Job id -> engines it holds, in admission order."""
+
+    def queued(self) -> dict[str, int]:
+        """Waiting job id -> engines it asked for, in arrival order."""
 
 
-class Admission:
+class InProcessAdmission:
     def __init__(self, total: int, queue_size: int = 0) -> None:
         self.total = total
         self.queue_size = queue_size

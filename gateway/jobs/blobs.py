@@ -1,7 +1,10 @@
-"""A job's folder under --all-formats: config, upload, decoded audio, transcripts and log.
+"""Where a job's files live: the upload, the decoded audio, the config, the outputs and the log.
 
-File names are fixed; an uploaded filename never becomes a path. Writing transcripts is
-blocking I/O and runs in a worker thread (see runner.py).
+`BlobStore` is the seam cluster mode needs (an object store there); `JobFolders` is today's
+implementation, a folder per job under --all-formats. Engines read the upload and write and
+read the decoded audio by path, so those two stay local files in any implementation. Every
+method is blocking I/O: the worker calls them in a thread. File names are fixed; an uploaded
+filename never becomes a path.
 """
 
 from __future__ import annotations
@@ -9,51 +12,102 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
-FORMATS = {"json": "transcript.json", "txt": "transcript.txt", "srt": "transcript.srt",
-           "rttm": "diarization.rttm"}
+from gateway.transcript.render import FORMATS
+
+OUTPUT_FILES = {"json": "transcript.json", "txt": "transcript.txt", "srt": "transcript.srt",
+                "rttm": "diarization.rttm"}
+assert set(FORMATS) <= set(OUTPUT_FILES)
 
 
-class JobFolder:
-    def __init__(self, root: Path, job_id: str) -> None:
-        self.path = root / job_id
-        self.config = self.path / "config.json"
-        self.upload = self.path / "upload"
-        self.audio = self.path / "audio.f32"
-        self.log = self.path / "job.log"
+class BlobStore(Protocol):
+    def upload_path(self, job_id: str) -> Path:
+        """Where the upload is received (and fetched), for the engine to decode."""
 
-    def transcript(self, fmt: str) -> Path:
-        return self.path / FORMATS[fmt]
+    def audio_path(self, job_id: str) -> Path:
+        """Where the engine writes the decoded samples (and split channels beside them)."""
 
-    def write_config(self, config_text: str) -> None:
-        self.config.write_text(config_text, encoding="utf-8")
+    def create(self, job_id: str) -> None: ...
 
-    def write_transcripts(self, rendered: dict[str, bytes | str]) -> None:
-        for fmt, content in rendered.items():
-            tmp = self.transcript(fmt).with_suffix(".tmp")
-            if isinstance(content, str):
-                tmp.write_text(content, encoding="utf-8")
-            else:
-                tmp.write_bytes(content)
-            tmp.replace(self.transcript(fmt))  # readers never see half a file
+    def write_config(self, job_id: str, text: str) -> None: ...
 
-    def drop_audio(self) -> None:
-        """The upload and decoded samples are only needed while the job runs."""
-        self.upload.unlink(missing_ok=True)
-        for path in self.path.glob(f"{self.audio.name}*"):  # the mix and any split channels
+    def write_outputs(self, job_id: str, files: dict[str, bytes | str]) -> None:
+        """Outputs by format ("json", "txt", "srt", "rttm"); readers never see half a file."""
+
+    def read_output(self, job_id: str, fmt: str) -> bytes:
+        """FileNotFoundError if the job has no such output."""
+
+    def append_log(self, job_id: str, line: str) -> None: ...
+
+    def read_log(self, job_id: str) -> bytes:
+        """FileNotFoundError if the job has no log."""
+
+    def drop_audio(self, job_id: str) -> None:
+        """The upload and the decoded samples: only needed while the job runs."""
+
+    def remove(self, job_id: str) -> None:
+        """Everything of the job; nothing if there is nothing."""
+
+
+class JobFolders:
+    """A folder per job: config.json, upload, audio.f32*, transcript.*, diarization.rttm, job.log."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _folder(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def upload_path(self, job_id: str) -> Path:
+        return self._folder(job_id) / "upload"
+
+    def audio_path(self, job_id: str) -> Path:
+        return self._folder(job_id) / "audio.f32"
+
+    def create(self, job_id: str) -> None:
+        self._folder(job_id).mkdir(parents=True)
+
+    def write_config(self, job_id: str, text: str) -> None:
+        (self._folder(job_id) / "config.json").write_text(text, encoding="utf-8")
+
+    def write_outputs(self, job_id: str, files: dict[str, bytes | str]) -> None:
+        for fmt, content in files.items():
+            path = self._folder(job_id) / OUTPUT_FILES[fmt]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+            tmp.replace(path)
+
+    def read_output(self, job_id: str, fmt: str) -> bytes:
+        return (self._folder(job_id) / OUTPUT_FILES[fmt]).read_bytes()
+
+    def append_log(self, job_id: str, line: str) -> None:
+        with open(self._folder(job_id) / "job.log", "a", encoding="utf-8") as f:
+            f.write(line)
+
+    def read_log(self, job_id: str) -> bytes:
+        return (self._folder(job_id) / "job.log").read_bytes()
+
+    def drop_audio(self, job_id: str) -> None:
+        self.upload_path(job_id).unlink(missing_ok=True)
+        audio = self.audio_path(job_id)
+        for path in audio.parent.glob(f"{audio.name}*"):  # the mix and any split channels
             path.unlink(missing_ok=True)
 
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+    def remove(self, job_id: str) -> None:
+        shutil.rmtree(self._folder(job_id), ignore_errors=True)
 
 
 class JobLog:
-    """Timestamped lines in the job's log file; appends are small and unbuffered."""
+    """A job's log: timestamped lines, appended unbuffered (small, and read while the job runs)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, blobs: BlobStore, job_id: str) -> None:
+        self.blobs = blobs
+        self.job_id = job_id
 
     def __call__(self, message: str, level: str = "INFO") -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"{stamp} {level:<7} {message}\n")
+        try:
+            self.blobs.append_log(self.job_id, f"{stamp} {level:<7} {message}\n")
+        except FileNotFoundError:  # the job was deleted and its files removed meanwhile
+            pass

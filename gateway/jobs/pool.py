@@ -36,6 +36,8 @@ _SPAWN = multiprocessing.get_context("spawn")
 MAX_BACKOFF_S = 60.0
 
 
+ENGINE_STATES = ("starting", "idle", "busy", "dead")
+
 # Consecutive deaths before Ready, or hangs within HANG_WINDOW, after which /live reports the
 # engine as failing (and Kubernetes restarts the pod).
 FAILING_AFTER = 3
@@ -73,7 +75,7 @@ class EngineHandle:
         self.settings = settings
         self.index = settings.index
         self.loop = loop
-        self.state = "starting"  # starting | idle | busy | dead
+        self.state = "starting"  # one of ENGINE_STATES
         self.info: m.Ready | None = None
         self.loaded_once = False
         self.load_failures = 0  # consecutive deaths before Ready

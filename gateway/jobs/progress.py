@@ -1,37 +1,65 @@
-"""A running job's progress: the seconds of audio its engine tasks have covered, over the seconds
-they cover in all (a split job's segments, its translation and its diarization together).
+"""A running job's progress: its step, its tasks and which engine runs each, and the seconds of
+audio its engine tasks have covered over the seconds they cover in all (a split job's
+segments, its translation and its diarization together).
 
-Fed by the engines' Progress messages (shared/messages.py); read by the progress route, the
-metrics and the job log. Before its tasks are known (while the job decodes, identifies its
-language or plans its split) a job is at 0 and only its step moves.
+Fed by the runner and the engines' Progress messages (shared/messages.py); read by the
+progress route, the metrics and the job log. Before its tasks are known (while the job
+decodes, identifies its language or plans its split) a job is at 0 and only its step moves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
+
 from shared import messages as m
 
 LOG_EVERY = 0.1  # the job log states the progress at each tenth
 
 
+class TaskState(msgspec.Struct, omit_defaults=True):
+    """One engine task as the progress route shows it (times in seconds on the job's timeline)."""
+
+    name: str
+    kind: str  # "transcription" | "translation" | "diarization"
+    seconds: float  # of audio it covers
+    state: str = "queued"  # "queued" | "running" | "done"
+    done: float = 0.0  # seconds of its audio covered
+    engine: int | None = None  # the engine that runs (or ran) it, and its process
+    pid: int | None = None
+    attempts: int = 0  # 2 after its first engine died or hung
+    segment: int | None = None  # ASR tasks: the segment (or channel) index
+    start: float | None = None  # the audio it transcribes
+    end: float | None = None
+    keep_start: float | None = None  # the words it keeps: those whose midpoint falls in here
+    keep_end: float | None = None
+    cut_before: str | None = None  # "start" | "silence" | "overlap" (channels: "start")
+    cut_after: str | None = None  # "end" | "silence" | "overlap"
+
+
 class JobProgress:
     def __init__(self) -> None:
         self.step = "queued"
-        self._totals: list[float] = []
-        self._done: list[float] = []
+        self.tasks: list[TaskState] = []
         self._logged = 0.0  # the last tenth the log stated
 
-    def start_tasks(self, totals: list[float]) -> None:
-        """The job's tasks are known: each covers this many seconds of audio."""
-        self._totals = [max(0.0, t) for t in totals]
-        self._done = [0.0] * len(totals)
+    def start_tasks(self, tasks: list[TaskState]) -> None:
+        """The job's tasks are known."""
+        self.tasks = tasks
+
+    def assign(self, task: int, engine: int, pid: int | None) -> None:
+        state = self.tasks[task]
+        state.engine, state.pid, state.state, state.done = engine, pid, "running", 0.0
+        state.attempts += 1
 
     def advance(self, task: int, done: float) -> None:
-        self._done[task] = min(max(done, self._done[task]), self._totals[task])
+        state = self.tasks[task]
+        state.done = min(max(done, state.done), state.seconds)
 
     def finish(self, task: int) -> None:
-        self._done[task] = self._totals[task]
+        state = self.tasks[task]
+        state.state, state.done = "done", state.seconds
 
     def sink(self, task: int | None, after: Callable[[], None] | None = None) -> Callable[[m.Progress], None]:
         """What the engine handle calls with each Progress message of one request (of task
@@ -48,11 +76,11 @@ class JobProgress:
 
     @property
     def audio_done(self) -> float:
-        return sum(self._done)
+        return sum(t.done for t in self.tasks)
 
     @property
     def audio_total(self) -> float:
-        return sum(self._totals)
+        return sum(t.seconds for t in self.tasks)
 
     @property
     def fraction(self) -> float:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from gateway.jobs.blobs import BlobStore
 from gateway.transcript.config import NotificationConfig as Notification
-from gateway.jobs.blobs import JobFolder
 
 USER_AGENT = "Speechmatics-API/2.0"  # what the SaaS sends, and receivers may check
 FETCH_TIMEOUT_S = 60.0
@@ -60,18 +60,20 @@ _PARTS = {  # content name -> (file in the job folder, media type)
 }
 
 
-def callback_body(notification: Notification, folder: JobFolder, jobinfo: bytes) -> dict:
-    """httpx request arguments for one callback, by the SaaS body rules."""
+def callback_body(notification: Notification, blobs: BlobStore, job_id: str, jobinfo: bytes) -> dict:
+    """httpx request arguments for one callback, by the SaaS body rules (blocking reads)."""
 
     def read(name: str) -> tuple[bytes, str]:
-        if name == "jobinfo":
-            return jobinfo, "application/json"
-        if name in _PARTS:
-            fmt, media = _PARTS[name]
-            path = folder.transcript(fmt)
-            return (path.read_bytes() if path.exists() else b""), media
-        if name == "data":
-            return (folder.upload.read_bytes() if folder.upload.exists() else b""), "application/octet-stream"
+        try:
+            if name == "jobinfo":
+                return jobinfo, "application/json"
+            if name in _PARTS:
+                fmt, media = _PARTS[name]
+                return blobs.read_output(job_id, fmt), media
+            if name == "data":
+                return blobs.upload_path(job_id).read_bytes(), "application/octet-stream"
+        except FileNotFoundError:  # a rejected job has no transcript
+            return b"", _PARTS.get(name, ("", "application/octet-stream"))[1]
         return b"", "text/plain"
 
     if notification.contents is None:  # backward compatible: the json-v2 transcript as a file

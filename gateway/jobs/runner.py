@@ -1,15 +1,14 @@
-"""Runs one admitted job on its reserved engines: decode, plan, transcribe (and diarize),
-then build and write the outputs.
+"""Runs one admitted job on its engines, a method per phase: wait for engines (queued jobs),
+fetch, decode, identify the language, plan the split, run the tasks, write the outputs.
 
 Every step that costs CPU happens in an engine process; building and writing the transcript
-files happens in a worker thread. The job's tasks (ASR segments or channels, and speaker
-diarization) form a queue that its engines drain side by side; the first failure stops the
-rest. The engines go back to the free set however the job ends, and only once each has said
-it stopped working for the job.
+files happens in a worker thread. The job's tasks (gateway/jobs/tasks.py) form a queue that
+its engines drain side by side; the first failure stops the rest. The engines go back to the
+free set however the job ends, and only once each has said it stopped working for the job.
 
 One cancellation path: a force DELETE or the drain deadline cancels the job's asyncio task.
 Whatever engine call it awaits then sends Cancel and waits for the engine's answer
-(gateway/pool.py), the task queue stops, and the slots are released last.
+(gateway/jobs/pool.py), the task queue stops, and the slots are released last.
 """
 
 from __future__ import annotations
@@ -18,38 +17,34 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-import msgspec
-
-from gateway.transcript import language_id
 from gateway.jobs.admission import Admission
-from gateway.transcript.config import LanguageIdentificationConfig, TranscriptionConfig
-from gateway.jobs.table import DELETED, DONE, Job
+from gateway.jobs.blobs import BlobStore
 from gateway.jobs.metrics import Metrics
-from gateway.jobs.blobs import JobFolder, JobLog
 from gateway.jobs.pool import EngineDied, EngineHandle, EnginePool
+from gateway.jobs.progress import TaskState
+from gateway.jobs.remote import FetchFailed, fetch
 from gateway.jobs.settle import all_settled, settled
-from gateway.jobs.remote import FetchFailed, callback_body, fetch, notify
-from gateway.transcript.build import Heard, channel_labels, write_outputs
+from gateway.jobs.table import Job
+from gateway.jobs.tasks import Source, Task, TaskGroups, build_tasks
+from gateway.settings import Settings
+from gateway.transcript import language_id, languages
+from gateway.transcript.build import Heard, JobFacts, channel_labels, render_outputs
+from gateway.transcript.config import LanguageIdentificationConfig
+from gateway.transcript.model import LanguageIdentification
 from gateway.transcript.speaker_id import SpeakerKeys
-from gateway.transcript import languages
 from shared import messages as m
-from gateway.transcript.model import FeatureError, LanguageIdentification
 
 log = logging.getLogger("chorus.runner")
+Reply = TypeVar("Reply", m.Decoded, m.Planned, m.Identified)
 
 
 class TaskFailed(Exception):
-    pass
+    """The job cannot go on: a step failed, or an engine died (or hung) twice on one task."""
 
 
-class SplitSettings(msgspec.Struct, frozen=True):
-    window_seconds: float = 30.0
-    overlap_seconds: float = 1.5
-
-
-def choose_model(requested: str, language: str, engine: m.Ready, job_log: JobLog) -> str:
+def choose_model(requested: str, language: str, engine: m.Ready, job: Job) -> str:
     """The model that serves the job: a language the requested model lacks goes to one that has it."""
     infos = {info.name: info for info in engine.models}
     wanted = infos[requested]
@@ -59,26 +54,10 @@ def choose_model(requested: str, language: str, engine: m.Ready, job_log: JobLog
     for info in engine.models:
         if info.multilingual and (whisper is None or whisper in info.languages):
             reason = "language identification" if whisper is None else f"language {language!r}"
-            job_log(f"model {requested} ({wanted.source}) cannot serve {reason}; "
+            job.log(f"model {requested} ({wanted.source}) cannot serve {reason}; "
                     f"using the {info.name} model ({info.source}) instead")
             return info.name
     raise ValueError(f"no configured model supports language {language!r}")
-
-
-class DecodeOptions(msgspec.Struct, frozen=True):
-    """What a job's options change in every Transcribe request it sends."""
-
-    hotwords: str | None
-    volume_threshold: float | None
-
-    @classmethod
-    def of(cls, tc: TranscriptionConfig) -> DecodeOptions:
-        # The content and its sounds_like spellings: Whisper is steered towards any of them,
-        # and a sounds_like spelling it writes is mapped back to the content afterwards.
-        vocabulary = ", ".join(dict.fromkeys(s for v in tc.vocabulary for s in (v.content, *(v.sounds_like or ()))))
-        filtering = tc.audio_filtering_config
-        return cls(hotwords=vocabulary or None,
-                   volume_threshold=filtering.volume_threshold if filtering is not None else None)
 
 
 def _seconds(samples: int) -> float:
@@ -91,48 +70,24 @@ def _span(plan: m.SegmentPlan) -> str:
             f"cut {plan.cut_before}/{plan.cut_after}")
 
 
-class Task(msgspec.Struct):
-    name: str  # how the log and errors call it: "segment 1 (…)", "channel 2", "diarization"
-    request: m.Transcribe | m.Diarize
-
-
-def _task_seconds(request: m.Transcribe | m.Diarize, duration: float) -> float:
-    """The seconds of audio a task covers: its sample range, or the whole file."""
-    if isinstance(request, m.Transcribe):
-        return _seconds(request.end_sample - request.start_sample)
-    return duration
-
-
 class Runner:
-    def __init__(
-        self,
-        pool: EnginePool,
-        admission: Admission,
-        max_audio_seconds: float,
-        split: SplitSettings,
-        speaker_keys: SpeakerKeys,
-        metrics: Metrics,
-        on_finished: Callable[[Job], Awaitable[None]],
-        max_upload_bytes: int,
-    ) -> None:
+    def __init__(self, settings: Settings, pool: EnginePool, admission: Admission, blobs: BlobStore,
+                 metrics: Metrics, speaker_keys: SpeakerKeys) -> None:
+        self.settings = settings
         self.pool = pool
         self.admission = admission
-        self.max_audio_seconds = max_audio_seconds
-        self.split = split
-        self.speaker_keys = speaker_keys
+        self.blobs = blobs
         self.metrics = metrics
-        self.on_finished = on_finished
-        self.max_upload_bytes = max_upload_bytes
+        self.speaker_keys = speaker_keys
 
-    async def run(self, job: Job, folder: JobFolder, job_log: JobLog, slots: list[int] | None) -> None:
+    async def run(self, job: Job, slots: list[int] | None) -> None:
+        """The job from admission to its end (done or rejected); its engines are released last.
+        A cancellation (force DELETE, drain deadline) ends it too, and is passed on."""
         started = time.perf_counter()
         try:
             if slots is None:
-                job_log(f"queued: waiting for {job.engines} engine(s), position "
-                        f"{self.admission.position(job.id)} in the queue")
-                slots = await self.admission.wait_turn(job.id)
-                job_log(f"left the queue after {time.perf_counter() - started:.2f} s")
-            await self._run(job, folder, job_log, [self.pool[i] for i in slots])
+                slots = await self._wait_turn(job, started)
+            await self._run(job, [self.pool[i] for i in slots])
         except (EngineDied, TaskFailed, FetchFailed) as exc:
             job.reject(f"{exc}")
         except asyncio.CancelledError:
@@ -144,41 +99,140 @@ class Runner:
         finally:
             self.admission.release(job.id)
             for message in job.errors:
-                job_log(f"job rejected: {message.message}", "ERROR")
-            job_log(f"job {job.status} after {time.perf_counter() - started:.2f} s; "
-                    f"engines {slots or []} released")
+                job.log(f"job rejected: {message.message}", "ERROR")
+            job.log(f"job {job.status} after {time.perf_counter() - started:.2f} s; engines {slots or []} released")
             for slot in slots or ():
                 self.metrics.jobs.labels(str(slot), job.status).inc()
-            await self.on_finished(job)  # durable before anyone is told
-            job.ended.set()
-            # Callbacks may retry for a while: after the job's end is visible, and before the
-            # upload (which a "data" callback sends) is dropped.
-            if job.status != DELETED and await self._notify(job, folder, job_log):
-                await self.on_finished(job)  # a failed callback added to the job's errors
-            cleanup = folder.remove if job.status == DELETED else folder.drop_audio
-            await asyncio.to_thread(cleanup)
 
-    async def _notify(self, job: Job, folder: JobFolder, job_log: JobLog) -> bool:
-        """Send the job's callbacks; True if one failed (and was added to its errors)."""
-        notifications = job.parsed.config.notification_config or []
-        failed = False
-        status = "success" if job.status == DONE else (
-            "fetch_error" if any("unable to fetch audio" in e.message for e in job.errors) else "error")
-        jobinfo = msgspec.json.encode({"job": job.details()})
-        for notification in notifications:
-            body = await asyncio.to_thread(callback_body, notification, folder, jobinfo)
-            failure = await notify(notification, job.id, status, body)
-            if failure:
-                job_log(failure, "ERROR")
-                job.note_error(failure)
-                failed = True
-            else:
-                job_log(f"notified {notification.url} (status={status})")
-        return failed
+    async def _wait_turn(self, job: Job, started: float) -> list[int]:
+        job.log(f"queued: waiting for {job.engines} engine(s), position {self.admission.position(job.id)} "
+                "in the queue")
+        slots = await self.admission.wait_turn(job.id)
+        job.log(f"left the queue after {time.perf_counter() - started:.2f} s")
+        return slots
 
-    async def _call(self, job: Job, engine: EngineHandle, request: m.Request, name: str,
-                    job_log: JobLog) -> m.Reply:
-        """One request; if the engine dies (or hangs), once more on its fresh replacement."""
+    async def _run(self, job: Job, engines: list[EngineHandle]) -> None:
+        job.log(f"engines {[e.index for e in engines]} reserved (parallel_engines={job.engines})")
+        if job.parsed.config.fetch_data is not None:
+            await self._fetch(job)
+        first = engines[0]
+        decoded = await self._decode(job, first)
+        model, language, identification = await self._language(job, first)
+        source = await self._source(job, first, decoded, len(engines))
+        groups = build_tasks(job.id, source, job.parsed.transcription, job.parsed.config.translation_config,
+                             model, language, translator=next(
+                                 (i.name for i in first.info.models if i.multilingual), None))
+        replies = await self._run_tasks(job, engines, groups)
+        await self._write(job, source, groups, groups.collect(replies), language, identification)
+
+    # ---- phases ------------------------------------------------------------------------
+
+    async def _fetch(self, job: Job) -> None:
+        fetch_data = job.parsed.config.fetch_data
+        started = time.perf_counter()
+        size = await fetch(fetch_data.url, fetch_data.auth_headers, self.blobs.upload_path(job.id),
+                           self.settings.max_upload_bytes)
+        self.metrics.upload_bytes.inc(size)
+        job.log(f"fetched {size} bytes from {fetch_data.url} in {time.perf_counter() - started:.2f} s")
+
+    async def _decode(self, job: Job, engine: EngineHandle) -> m.Decoded:
+        if not engine.ready.is_set():
+            job.log(f"waiting for engine {engine.index} to load its models")
+        by_channel = job.parsed.transcription.diarization == "channel"
+        decoded = await self._request(job, engine, m.Decode(
+            job_id=job.id, source_path=str(self.blobs.upload_path(job.id)),
+            audio_path=str(self.blobs.audio_path(job.id)), max_seconds=self.settings.max_audio_seconds,
+            split_channels=by_channel), m.Decoded, "decoding", failure="")
+        job.duration = int(round(decoded.duration))
+        job.log(f"decoded {decoded.duration:.2f} s of audio ({decoded.samples} samples at {m.SAMPLE_RATE} Hz"
+                + (f", {decoded.channels} channels" if by_channel else "")
+                + f") in {decoded.seconds:.2f} s on engine {engine.index} (pid {engine.pid})")
+        return decoded
+
+    async def _language(self, job: Job, engine: EngineHandle) -> tuple[str, str, LanguageIdentification | None]:
+        """The model and the Whisper language to transcribe in; with language "auto", Whisper
+        scores the first speech among the expected languages, and the job goes on in the
+        winner (or is rejected, as low_confidence_action says)."""
+        tc, info = job.parsed.transcription, engine.info
+        model = choose_model(job.parsed.model, tc.language, info, job)
+        identification = None
+        if tc.language == "auto":
+            lid = job.parsed.config.language_identification_config or LanguageIdentificationConfig()
+            expected = [languages.to_whisper(c) for c in lid.expected_languages or ()] or None
+            found = await self._request(job, engine, m.Identify(
+                job_id=job.id, audio_path=str(self.blobs.audio_path(job.id)), model=model, expected=expected),
+                m.Identified, "language identification", failure="language identification failed: ")
+            verdict = language_id.decide(found, lid)
+            job.log(f"language identification over {found.start:.2f}-{found.end:.2f} s in {found.seconds:.2f} s: "
+                    + (", ".join(f"{languages.from_whisper(s.language)} {s.probability:.2f}" for s in found.scores)
+                       or "no speech") + f"; {verdict.log}")
+            if verdict.reject:
+                raise TaskFailed(verdict.log)
+            language, identification = verdict.language, verdict.metadata
+            # The requested model again, if it serves the language found (tiny.en for English).
+            model = choose_model(job.parsed.model, languages.from_whisper(language), info, job)
+        else:
+            language = languages.to_whisper(tc.language)
+        source = next(i.source for i in info.models if i.name == model)
+        job.log(f"transcribing with the {model} model ({source}), language {language}, {info.device}, "
+                f"{info.compute_type}, {info.threads} thread(s) per engine"
+                + (f", batches of {info.batch_size}" if info.batch_size > 1 else ""))
+        return model, language, identification
+
+    async def _source(self, job: Job, engine: EngineHandle, decoded: m.Decoded, engines: int) -> Source:
+        """What the ASR tasks transcribe: each channel, the whole mix, or the mix cut for k engines."""
+        whole = m.SegmentPlan(start=0, end=decoded.samples, keep_start=0, keep_end=decoded.samples,
+                              cut_before="start", cut_after="end")
+        audio = str(self.blobs.audio_path(job.id))
+        if job.parsed.transcription.diarization == "channel":
+            return Source(audio, decoded.duration, [whole] * decoded.channels,
+                          channel_labels(job.parsed.transcription, decoded.channels))
+        plans = [whole] if engines == 1 else await self._plan(job, engine, engines)
+        return Source(audio, decoded.duration, plans)
+
+    async def _plan(self, job: Job, engine: EngineHandle, count: int) -> list[m.SegmentPlan]:
+        split = self.settings.split
+        planned = await self._request(job, engine, m.Plan(
+            job_id=job.id, audio_path=str(self.blobs.audio_path(job.id)), segments=count,
+            window_seconds=split.window_seconds, overlap_seconds=split.overlap_seconds),
+            m.Planned, "planning", failure="planning the split failed: ")
+        plans = planned.segments
+        job.log(f"plan: {len(plans)} segment(s) for {count} engines from {planned.speech_seconds:.2f} s of "
+                f"speech in {planned.speech_regions} region(s), planned in {planned.seconds:.2f} s on engine "
+                f"{engine.index}" + ("" if len(plans) == count else
+                                     "; fewer segments than engines: the other engines stay reserved"))
+        pauses = iter(planned.pauses)
+        for i, plan in enumerate(plans):
+            pause = f", pause {next(pauses):.2f} s" if plan.cut_after != "end" else ""
+            job.log(f"plan: segment {i} {_span(plan)}{pause}")
+        return plans
+
+    async def _write(self, job: Job, source: Source, groups: TaskGroups, collected, language: str,
+                     identification: LanguageIdentification | None) -> None:
+        heard = Heard(plans=source.plans, replies=collected.asr, language=language,
+                      channels=len(source.plans) if source.channel_labels is not None else 1,
+                      diarized=collected.diarized, identification=identification,
+                      translated=collected.translated, translation_errors=groups.translation_errors)
+        facts = JobFacts(id=job.id, created_at=job.details().created_at, data_name=job.data_name,
+                         duration=job.duration, user_id=job.user_id)
+        # Written whole even if the job is cancelled meanwhile, so that a deleted job's files
+        # are removed only after the last one was written.
+        writing = asyncio.ensure_future(asyncio.to_thread(self._render_and_store, job, facts, heard))
+        await settled(writing)
+        job.done()
+        job.log(f"wrote json-v2, txt and srt: {writing.result()} words")
+
+    def _render_and_store(self, job: Job, facts: JobFacts, heard: Heard) -> int:
+        rendered = render_outputs(facts, job.parsed, heard, self.speaker_keys, job.log)
+        self.blobs.write_outputs(job.id, rendered.files)
+        return rendered.words
+
+    # ---- engine calls ------------------------------------------------------------------
+
+    async def _request(self, job: Job, engine: EngineHandle, request: m.Decode | m.Plan | m.Identify,
+                       expect: type[Reply], name: str, failure: str) -> Reply:
+        """A step on one engine, its reply typed; retried once on a fresh engine if the engine
+        dies or hangs. TaskFailed (with `failure` before the engine's reason) if it fails."""
         job.progress.step = name
         for attempt in (1, 2):
             try:
@@ -186,157 +240,17 @@ class Runner:
             except EngineDied as exc:
                 if attempt == 2:
                     raise TaskFailed(f"{name} failed: {exc} (after one retry)") from None
-                job_log(f"{name}: {exc}; retrying once on its respawned engine", "WARNING")
+                job.log(f"{name}: {exc}; retrying once on its respawned engine", "WARNING")
                 continue
-            if isinstance(reply, m.Cancelled):  # the engine was told to stop (shutdown)
-                raise TaskFailed(f"{name} was cancelled by engine {engine.index}")
-            return reply
+            match reply:
+                case m.Failed():
+                    raise TaskFailed(f"{failure}{reply.reason}")
+                case m.Cancelled():  # the engine was told to stop (shutdown)
+                    raise TaskFailed(f"{name} was cancelled by engine {engine.index}")
+                case _ if isinstance(reply, expect):
+                    return reply
+            raise TypeError(f"{name}: engine {engine.index} answered {type(reply).__name__}")
         raise AssertionError("unreachable")
-
-    async def _run(self, job: Job, folder: JobFolder, job_log: JobLog, engines: list[EngineHandle]) -> None:
-        tc = job.parsed.transcription
-        first = engines[0]
-        job_log(f"engines {[e.index for e in engines]} reserved (parallel_engines={job.engines})")
-        fetch_data = job.parsed.config.fetch_data
-        if fetch_data is not None:
-            fetch_started = time.perf_counter()
-            size = await fetch(fetch_data.url, fetch_data.auth_headers, folder.upload, self.max_upload_bytes)
-            self.metrics.upload_bytes.inc(size)
-            job_log(f"fetched {size} bytes from {fetch_data.url} in {time.perf_counter() - fetch_started:.2f} s")
-        if not first.ready.is_set():
-            job_log(f"waiting for engine {first.index} to load its models")
-        by_channel = tc.diarization == "channel"
-        decoded = await self._call(job, first, m.Decode(
-            job_id=job.id, source_path=str(folder.upload), audio_path=str(folder.audio),
-            max_seconds=self.max_audio_seconds, split_channels=by_channel), "decoding", job_log)
-        if isinstance(decoded, m.Failed):
-            job.reject(decoded.reason)
-            return
-        assert isinstance(decoded, m.Decoded)
-        job.duration = int(round(decoded.duration))
-        job_log(f"decoded {decoded.duration:.2f} s of audio ({decoded.samples} samples at "
-                f"{m.SAMPLE_RATE} Hz" + (f", {decoded.channels} channels" if by_channel else "")
-                + f") in {decoded.seconds:.2f} s on engine {first.index} (pid {first.pid})")
-        if job.status == DELETED:
-            return
-
-        assert first.info is not None
-        model = choose_model(job.parsed.model, tc.language, first.info, job_log)
-        source = next(i.source for i in first.info.models if i.name == model)
-        identification = None
-        if tc.language == "auto":
-            found = await self._identify(job, folder, job_log, first, model)
-            if found is None:
-                return
-            language, identification = found
-            # The requested model again, if it serves the language found (tiny.en for English).
-            model = choose_model(job.parsed.model, languages.from_whisper(language), first.info, job_log)
-            source = next(i.source for i in first.info.models if i.name == model)
-        else:
-            language = languages.to_whisper(tc.language)
-        job_log(f"transcribing with the {model} model ({source}), language {language}, "
-                f"{first.info.device}, {first.info.compute_type}, {first.info.threads} thread(s) per engine"
-                + (f", batches of {first.info.batch_size}" if first.info.batch_size > 1 else ""))
-        whole = m.SegmentPlan(start=0, end=decoded.samples, keep_start=0, keep_end=decoded.samples,
-                              cut_before="start", cut_after="end")
-        options = DecodeOptions.of(tc)
-
-        if by_channel:
-            labels = channel_labels(job, decoded.channels)
-            plans = [whole] * decoded.channels
-            tasks = [Task(f"channel {c + 1} ({labels[c]})",
-                          m.Transcribe(job_id=job.id, segment=c, audio_path=m.channel_path(str(folder.audio), c),
-                                       start_sample=0, end_sample=decoded.samples, model=model, language=language,
-                                       hotwords=options.hotwords, volume_threshold=options.volume_threshold))
-                     for c in range(decoded.channels)]
-        else:
-            plans = [whole] if len(engines) == 1 else await self._plan(job, folder, job_log, first, len(engines))
-            if plans is None:
-                return
-            tasks = [Task(f"segment {i} ({_seconds(p.start):.2f}-{_seconds(p.end):.2f} s)",
-                          m.Transcribe(job_id=job.id, segment=i, audio_path=str(folder.audio),
-                                       start_sample=p.start, end_sample=p.end, model=model, language=language,
-                                       hotwords=options.hotwords, volume_threshold=options.volume_threshold))
-                     for i, p in enumerate(plans)]
-        asr_tasks = len(tasks)
-        translation_errors: list[FeatureError] = []
-        translation = job.parsed.config.translation_config
-        if translation is not None and translation.into_english and language != "en":
-            translator = next((i.name for i in first.info.models if i.multilingual), None)
-            if translator is None:
-                translation_errors.append(FeatureError(
-                    type="translation_failed", message="no multilingual model is configured to translate with"))
-            else:
-                tasks += [Task(f"{t.name}, translated", msgspec.structs.replace(
-                              t.request, model=translator, task="translate", hotwords=None))
-                          for t in tasks[:asr_tasks]]
-        if tc.diarization == "speaker":
-            # The whole file at once, so speaker labels agree across segments; first in the
-            # queue, as the longest single task.
-            tasks.insert(0, Task("speaker diarization", m.Diarize(
-                job_id=job.id, audio_path=str(folder.audio), sensitivity=tc.speaker_config.sensitivity)))
-        if job.status == DELETED:
-            return
-
-        job.progress.start_tasks([_task_seconds(t.request, decoded.duration) for t in tasks])
-        replies = await self._run_tasks(job, job_log, engines, tasks)
-        if job.status == DELETED:
-            return
-        diarized = next((r for r in replies if isinstance(r, m.Diarized)), None)
-        transcribed = [r for r in replies if isinstance(r, m.Transcribed)]
-        heard = Heard(plans=plans, replies=transcribed[:asr_tasks], language=language,
-                      channels=decoded.channels if by_channel else 1, diarized=diarized,
-                      identification=identification, translated=transcribed[asr_tasks:] or None,
-                      translation_errors=translation_errors)
-        # Written whole even if the job is cancelled meanwhile, so that a deleted job's folder is
-        # removed only after its last file was written.
-        writing = asyncio.ensure_future(asyncio.to_thread(write_outputs, job, folder, heard, self.speaker_keys, job_log))
-        await settled(writing)
-        words = writing.result()
-        job.status = DONE
-        job_log(f"wrote json-v2, txt and srt: {words} words")
-
-    async def _identify(self, job: Job, folder: JobFolder, job_log: JobLog, engine: EngineHandle,
-                        model: str) -> tuple[str, LanguageIdentification] | None:
-        """language "auto": Whisper scores the first speech, among the expected languages;
-        the job is then transcribed in the winner (or rejected, as low_confidence_action says)."""
-        lid = job.parsed.config.language_identification_config or LanguageIdentificationConfig()
-        expected = [languages.to_whisper(c) for c in lid.expected_languages or ()] or None
-        found = await self._call(job, engine, m.Identify(job_id=job.id, audio_path=str(folder.audio), model=model,
-                                                    expected=expected), "language identification", job_log)
-        if isinstance(found, m.Failed):
-            job.reject(f"language identification failed: {found.reason}")
-            return None
-        assert isinstance(found, m.Identified)
-        verdict = language_id.decide(found, lid)
-        job_log(f"language identification over {found.start:.2f}-{found.end:.2f} s in {found.seconds:.2f} s: "
-                + (", ".join(f"{languages.from_whisper(s.language)} {s.probability:.2f}" for s in found.scores)
-                   or "no speech") + f"; {verdict.log}")
-        if verdict.reject:
-            job.reject(verdict.log)
-            return None
-        return verdict.language, verdict.metadata
-
-    async def _plan(self, job: Job, folder: JobFolder, job_log: JobLog, engine: EngineHandle,
-                    count: int) -> list[m.SegmentPlan] | None:
-        planned = await self._call(job, engine, m.Plan(
-            job_id=job.id, audio_path=str(folder.audio), segments=count,
-            window_seconds=self.split.window_seconds, overlap_seconds=self.split.overlap_seconds),
-            "planning", job_log)
-        if isinstance(planned, m.Failed):
-            job.reject(f"planning the split failed: {planned.reason}")
-            return None
-        assert isinstance(planned, m.Planned)
-        plans = planned.segments
-        job_log(f"plan: {len(plans)} segment(s) for {count} engines from {planned.speech_seconds:.2f} s of "
-                f"speech in {planned.speech_regions} region(s), planned in {planned.seconds:.2f} s on engine "
-                f"{engine.index}" + ("" if len(plans) == count else
-                                     "; fewer segments than engines: the other engines stay reserved"))
-        pauses = iter(planned.pauses)
-        for i, plan in enumerate(plans):
-            pause = f", pause {next(pauses):.2f} s" if plan.cut_after != "end" else ""
-            job_log(f"plan: segment {i} {_span(plan)}{pause}")
-        return plans
 
     def _count(self, engine: EngineHandle, reply: m.Reply | None) -> None:
         index = str(engine.index)
@@ -349,14 +263,15 @@ class Runner:
         else:
             self.metrics.segments.labels(index, "failed").inc()
 
-    async def _run_tasks(self, job: Job, job_log: JobLog, engines: list[EngineHandle],
-                         tasks: list[Task]) -> list[m.Reply]:
+    async def _run_tasks(self, job: Job, engines: list[EngineHandle], groups: TaskGroups) -> list[m.Reply]:
         """Each engine takes the next task from the queue until none is left. A task whose
         engine dies goes back to the head of the queue once, for whichever engine of the
         job is free first (the dead one's fresh replacement included)."""
+        tasks = groups.queue()
         replies: list[m.Reply | None] = [None] * len(tasks)
         queue = deque(range(len(tasks)))
         retried: set[int] = set()
+        job.progress.start_tasks([_state(t) for t in tasks])
 
         async def drain(engine: EngineHandle) -> None:
             while queue:
@@ -365,31 +280,23 @@ class Runner:
                     break
                 index = queue.popleft()
                 task = tasks[index]
-                job_log(f"{task.name} -> engine {engine.index} (pid {engine.pid})")
+                job.log(f"{task.name} -> engine {engine.index} (pid {engine.pid})")
+                job.progress.assign(index, engine.index, engine.pid)
                 try:
                     reply = await engine.call(task.request, on_progress=job.progress.sink(
-                        index, after=lambda: self._log_progress(job, job_log)))
+                        index, after=lambda: self._log_progress(job)))
                 except EngineDied as exc:
                     self._count(engine, None)
                     if index in retried:
                         raise TaskFailed(f"{task.name} failed: {exc} while working on it (after one retry)") from None
                     retried.add(index)
                     queue.appendleft(index)
-                    job_log(f"{task.name}: {exc} while working on it; retrying once", "WARNING")
+                    job.log(f"{task.name}: {exc} while working on it; retrying once", "WARNING")
                     continue
                 self._count(engine, reply)
-                if isinstance(reply, m.Failed):
-                    raise TaskFailed(f"{task.name} failed: {reply.reason}")
-                if isinstance(reply, m.Cancelled):  # the engine was told to stop (shutdown)
-                    raise TaskFailed(f"{task.name} was cancelled by engine {engine.index}")
-                what = (f"{len(reply.words)} words" if isinstance(reply, m.Transcribed)
-                        else f"{len(reply.centroids)} speakers in {len(reply.turns)} turns")
-                job_log(f"{task.name} done on engine {engine.index}: {reply.audio_seconds:.2f} s in "
-                        f"{reply.seconds:.2f} s (RTF {reply.seconds / max(reply.audio_seconds, 1e-9):.3f}), "
-                        f"{what}")
-                replies[index] = reply
+                replies[index] = self._task_reply(job, engine, task, reply)
                 job.progress.finish(index)
-                self._log_progress(job, job_log)
+                self._log_progress(job)
 
         # The engine whose task died loops on, so a retried task is never left behind. However
         # the queue ends (done, a failure, the job cancelled), every worker is cancelled and
@@ -409,8 +316,35 @@ class Runner:
         return replies  # type: ignore[return-value]
 
     @staticmethod
-    def _log_progress(job: Job, job_log: JobLog) -> None:
+    def _task_reply(job: Job, engine: EngineHandle, task: Task, reply: m.Reply) -> m.Transcribed | m.Diarized:
+        match reply:
+            case m.Failed():
+                raise TaskFailed(f"{task.name} failed: {reply.reason}")
+            case m.Cancelled():  # the engine was told to stop (shutdown)
+                raise TaskFailed(f"{task.name} was cancelled by engine {engine.index}")
+            case m.Transcribed() | m.Diarized():
+                what = (f"{len(reply.words)} words" if isinstance(reply, m.Transcribed)
+                        else f"{len(reply.centroids)} speakers in {len(reply.turns)} turns")
+                job.log(f"{task.name} done on engine {engine.index}: {reply.audio_seconds:.2f} s in "
+                        f"{reply.seconds:.2f} s (RTF {reply.seconds / max(reply.audio_seconds, 1e-9):.3f}), {what}")
+                return reply
+        raise TypeError(f"{task.name}: engine {engine.index} answered {type(reply).__name__}")
+
+    @staticmethod
+    def _log_progress(job: Job) -> None:
         if job.progress.due_for_log():
             p = job.progress
-            job_log(f"progress: {p.fraction:.0%} ({p.audio_done:.1f} of {p.audio_total:.1f} s of audio "
+            job.log(f"progress: {p.fraction:.0%} ({p.audio_done:.1f} of {p.audio_total:.1f} s of audio "
                     f"across the job's tasks)")
+
+
+def _state(task: Task) -> TaskState:
+    """How the progress route shows a task before an engine takes it."""
+    request, plan = task.request, task.plan
+    if isinstance(request, m.Diarize) or plan is None:
+        return TaskState(name=task.name, kind="diarization", seconds=round(task.seconds, 3))
+    return TaskState(name=task.name, kind="translation" if request.task == "translate" else "transcription",
+                     seconds=round(task.seconds, 3), segment=request.segment,
+                     start=round(_seconds(plan.start), 3), end=round(_seconds(plan.end), 3),
+                     keep_start=round(_seconds(plan.keep_start), 3), keep_end=round(_seconds(plan.keep_end), 3),
+                     cut_before=plan.cut_before, cut_after=plan.cut_after)

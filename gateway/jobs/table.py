@@ -1,20 +1,26 @@
-"""The job table: the gateway's record of every job, and the job as the API shows it."""
+"""The job table: the gateway's live record of every job, and the job as the API shows it.
+
+A job's status changes only through its methods here (done, reject, delete): one place decides
+what may follow what.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 
-from gateway.http.errors import ApiError
-from gateway.transcript.config import ParsedConfig
+from gateway.errors import JobExpired, JobNotFound
 from gateway.jobs.progress import JobProgress
+from gateway.transcript.config import ParsedConfig, parse_config
 
 RUNNING, DONE, REJECTED, DELETED = "running", "done", "rejected", "deleted"
+STATUSES = (RUNNING, DONE, REJECTED, DELETED)
 FINISHED = (DONE, REJECTED, DELETED)
 
 
@@ -66,16 +72,17 @@ class JobDetails(msgspec.Struct):
 class Job:
     def __init__(
         self, job_id: str, parsed: ParsedConfig, data_name: str, engines: int, user_id: str | None,
-        config_text: str, created: datetime | None = None,
+        config_text: str, log: Callable[..., None], created: datetime | None = None,
     ) -> None:
         self.id = job_id
+        self.log = log  # the job's log: log(message, level="INFO")
         self.created = created or now()
         self.parsed = parsed
         self.config_text = config_text
         self.data_name = data_name
         self.engines = engines
         self.user_id = user_id
-        self.status = RUNNING
+        self._status = RUNNING
         self.duration = 0
         self.errors: list[JobErrorItem] = []
         self.task: asyncio.Task | None = None
@@ -91,14 +98,26 @@ class Job:
                 pass
 
     @property
+    def status(self) -> str:
+        return self._status
+
+    @property
     def finished(self) -> bool:
-        return self.status in FINISHED
+        return self._status in FINISHED
+
+    def done(self) -> None:
+        """Its outputs are written; a job deleted meanwhile stays deleted."""
+        if self._status == RUNNING:
+            self._status = DONE
 
     def reject(self, message: str) -> None:
         """A running job fails; one already deleted stays deleted, without an error."""
-        if self.status == RUNNING:
+        if self._status == RUNNING:
             self.errors.append(JobErrorItem(timestamp=iso_ms(now()), message=message))
-            self.status = REJECTED
+            self._status = REJECTED
+
+    def delete(self) -> None:
+        self._status = DELETED
 
     def note_error(self, message: str) -> None:
         """An error that does not fail the job (a callback that could not be delivered)."""
@@ -110,12 +129,10 @@ class Job:
                          duration=self.duration, errors=list(self.errors))
 
     @classmethod
-    def restore(cls, stored: StoredJob) -> Job:
-        from gateway.transcript.config import parse_config
-
+    def restore(cls, stored: StoredJob, log: Callable[..., None]) -> Job:
         job = cls(stored.id, parse_config(stored.config), stored.data_name, stored.engines, stored.user_id,
-                  stored.config, stored.created_at)
-        job.status, job.duration, job.errors = stored.status, stored.duration, list(stored.errors)
+                  stored.config, log, stored.created_at)
+        job._status, job.duration, job.errors = stored.status, stored.duration, list(stored.errors)
         job.ended.set()
         return job
 
@@ -153,16 +170,19 @@ class JobTable:
     def all(self) -> list[Job]:
         return list(self._jobs.values())
 
-    def find(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+    def by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for job in self._jobs.values():
+            counts[job.status] += 1
+        return counts
 
     def get(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)
         if job is not None:
             return job
         if job_id in self._evicted_set:
-            raise ApiError(410, "Job Expired", f"job {job_id} has expired from the job history")
-        raise ApiError(404, "Job not found", f"no job with id {job_id!r}")
+            raise JobExpired(job_id)
+        raise JobNotFound(job_id)
 
     def listing(self, limit: int, before: datetime | None, after: datetime | None) -> list[Job]:
         """Newest first; deleted jobs are not listed (as SaaS without include_deleted)."""

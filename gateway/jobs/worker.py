@@ -1,4 +1,6 @@
-"""The gateway's state and the job lifecycle: admit, start, delete, forget, drain.
+"""The worker: the one object the HTTP layer talks to. It owns the job table, the durable store,
+the job files, admission and the engines, and each job's life: admit, receive, start, run,
+make durable, notify, clean up, delete, forget, drain.
 
 Everything here runs on the event loop; the only awaits are on engines, worker threads and
 the job store's thread.
@@ -9,52 +11,66 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import msgspec
 
-from gateway.jobs.admission import Admission
-from gateway.http.errors import ApiError
-from gateway.transcript.config import ParsedConfig, ProcessingData
-from gateway.jobs.table import DELETED, RUNNING, Job, JobTable
-from gateway.jobs.metrics import Metrics
-from gateway.jobs.blobs import JobFolder, JobLog
+from gateway.errors import (
+    FeatureUnavailable,
+    FormatNotSupported,
+    InvalidRequest,
+    JobDeleted,
+    JobLocked,
+    JobRejected,
+    LogNotAvailable,
+    ShuttingDown,
+    TranscriptNotReady,
+)
+from gateway.jobs.admission import Admission, InProcessAdmission
+from gateway.jobs.blobs import BlobStore, JobFolders, JobLog
+from gateway.jobs.metrics import Metrics, WorkerCollector
 from gateway.jobs.pool import EnginePool
-from gateway.jobs.runner import Runner, SplitSettings
+from gateway.jobs.remote import callback_body, notify
+from gateway.jobs.runner import Runner
+from gateway.jobs.store import JobStore, SqliteJobStore
+from gateway.jobs.table import DELETED, DONE, REJECTED, RUNNING, Job, JobTable
+from gateway.settings import Settings
+from gateway.transcript.config import ParsedConfig, ProcessingData, parse_config
+from gateway.transcript.render import FORMAT_NAMES
 from gateway.transcript.speaker_id import SpeakerKeys
-from gateway.jobs.store import JobStore
-from shared import messages as m
 
 log = logging.getLogger("chorus.worker")
 
 
-class WorkerSettings(msgspec.Struct, frozen=True):
-    output_dir: str
-    max_job_history: int
-    max_audio_seconds: float
-    split: SplitSettings = SplitSettings()
-    queue_size: int = 0
-    drain_timeout: float = 600.0
-    max_upload_bytes: int = 2048 << 20
-    api_key: str | None = None
-    hang_timeout: float = 300.0  # a busy engine silent this long is killed as hung
+class Upload(msgspec.Struct):
+    """What a submission's body held (gateway/http/upload.py parses it)."""
+
+    fields: dict[str, str]  # the small form fields: config, …
+    filename: str | None = None  # the data_file part's filename, as the client sent it
+    size: int = 0  # bytes of data_file received
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, engines: list[m.EngineSettings]) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.root = Path(settings.output_dir)
+        root = Path(settings.output_dir)
         self.metrics = Metrics()
-        self.pool = EnginePool(engines, settings.hang_timeout,
+        self.pool = EnginePool(settings.engines, settings.hang_timeout,
                                on_restart=lambda e: self.metrics.restarts.labels(str(e.index)).inc(),
                                on_hang=lambda e: self.metrics.hangs.labels(str(e.index)).inc())
-        self.admission = Admission(len(engines), settings.queue_size)
+        self.admission: Admission = InProcessAdmission(len(settings.engines), settings.queue_size)
         self.table = JobTable(settings.max_job_history)
-        self.store = JobStore(self.root)
-        self.speaker_keys = SpeakerKeys.from_env()
-        self.runner = Runner(self.pool, self.admission, settings.max_audio_seconds, settings.split,
-                             self.speaker_keys, self.metrics, self._finished, settings.max_upload_bytes)
+        self.store: JobStore = SqliteJobStore(root)
+        self.blobs: BlobStore = JobFolders(root)
+        self.speaker_keys = SpeakerKeys.from_dir(settings.speaker_secrets_dir)
+        self.runner = Runner(settings, self.pool, self.admission, self.blobs, self.metrics, self.speaker_keys)
         self.shutting_down = False
+        self.metrics.registry.register(WorkerCollector(
+            engines=lambda: self.pool.engines, jobs_by_status=self.table.by_status,
+            in_use=lambda: self.admission.in_use, total=self.admission.total,
+            running_progress=self.running_progress))
 
     # ---- life of the worker ------------------------------------------------------------
 
@@ -62,21 +78,19 @@ class Worker:
         stored, evicted = await self.store.open()
         self.table.remember_evicted(evicted)
         for record in stored:
-            job = Job.restore(record)
+            job = Job.restore(record, JobLog(self.blobs, record.id))
             self.table.add(job)
             if job.status == RUNNING:  # it was running when the worker died
                 job.reject("worker restarted: the job was interrupted and did not finish")
                 await asyncio.to_thread(self._mark_interrupted, job)
-                await self.store.update(job)
+                await self.store.update(job.stored())
         if stored:
-            log.info("job table: %d job(s) restored from %s", len(stored), self.store.path)
+            log.info("job table: %d job(s) restored", len(stored))
         self.pool.start()
 
     def _mark_interrupted(self, job: Job) -> None:
-        folder = JobFolder(self.root, job.id)
-        if folder.path.is_dir():
-            JobLog(folder.log)("job rejected: worker restarted before the job finished", "ERROR")
-            folder.drop_audio()
+        job.log("job rejected: worker restarted before the job finished", "ERROR")
+        self.blobs.drop_audio(job.id)
 
     async def drain(self) -> None:
         """SIGTERM: refuse new jobs at once, let running ones finish (up to the drain
@@ -101,82 +115,201 @@ class Worker:
         await self.pool.stop()
         await self.store.close()
 
-    # ---- jobs --------------------------------------------------------------------------
+    # ---- submitting ----------------------------------------------------------------------
 
-    def reserve(self, job_id: str, processing: ProcessingData) -> list[int] | None:
-        """Take the job's engines now, or queue it (None); 503 if neither. The caller
-        releases them if the submission fails."""
+    async def submit(self, job_id: str, processing: ProcessingData,
+                     receive: Callable[[Path], Awaitable[Upload]]) -> Job:
+        """Admit the job (engines taken or queued, else Busy) before its body is read, so a busy
+        worker refuses before a large upload; receive the upload; check the config; make the
+        job durable and start it. On any failure nothing of the job is left."""
+        slots = self._reserve(job_id, processing)
+        started = False
+        try:
+            await asyncio.to_thread(self.blobs.create, job_id)
+            upload = await receive(self.blobs.upload_path(job_id))
+            job = await self._accept(job_id, processing, upload)
+            await self._start(job, slots, upload.size)
+            started = True
+            return job
+        finally:
+            if not started:
+                self.admission.release(job_id)
+                await asyncio.to_thread(self.blobs.remove, job_id)
+
+    def _reserve(self, job_id: str, processing: ProcessingData) -> list[int] | None:
         if self.shutting_down:
-            raise ApiError(503, "Server busy", "the worker is shutting down and takes no new jobs")
+            raise ShuttingDown("the worker is shutting down and takes no new jobs")
         try:
             return self.admission.acquire(job_id, processing.engines)
         except Exception:
             self.metrics.refused.inc()
             raise
 
-    def check_features(self, parsed: ParsedConfig) -> None:
+    async def _accept(self, job_id: str, processing: ProcessingData, upload: Upload) -> Job:
+        if "config" not in upload.fields:
+            raise InvalidRequest("the multipart field 'config' is missing", kind="Job rejected")
+        config_text = upload.fields["config"]
+        parsed = parse_config(config_text)
+        self._check_features(parsed)
+        fetch = parsed.config.fetch_data
+        if upload.filename is None and fetch is None:
+            raise InvalidRequest("the multipart field 'data_file' (an uploaded file) is missing"
+                                 + (": it came as a plain field" if "data_file" in upload.fields else ""),
+                                 kind="Missing data_file")
+        if upload.filename is not None and fetch is not None:
+            raise InvalidRequest("send either data_file or config.fetch_data, not both")
+        await asyncio.to_thread(self.blobs.write_config, job_id, config_text)
+        return Job(job_id, parsed, "" if fetch else data_name(upload.filename), processing.engines,
+                   processing.user_id, config_text, JobLog(self.blobs, job_id))
+
+    def _check_features(self, parsed: ParsedConfig) -> None:
         """Refuse at submit what this worker is not set up to do."""
         tc = parsed.transcription
-        if tc.diarization == "speaker" and not self.diarization_enabled:
-            raise ApiError(400, "Requested product not available",
-                           "speaker diarization is not enabled on this worker (--diarization-model none)")
+        if tc.diarization == "speaker" and not all(s.diarization for s in self.settings.engines):
+            raise FeatureUnavailable("speaker diarization is not enabled on this worker (--diarization-model none)")
         sdc = tc.speaker_config
         if (sdc.get_speakers or sdc.speakers) and not self.speaker_keys.configured:
-            raise ApiError(400, "Requested product not available",
-                           "speaker identification needs secrets: set SM_SPEAKER_ID_SECRETS_DIR to a folder "
-                           "of s.<n> files (none are configured on this worker)")
+            raise FeatureUnavailable("speaker identification needs secrets: set SM_SPEAKER_ID_SECRETS_DIR to a "
+                                     "folder of s.<n> files (none are configured on this worker)")
 
-    @property
-    def diarization_enabled(self) -> bool:
-        return all(s.diarization for s in self.pool.settings)
-
-    async def start_job(self, job: Job, slots: list[int] | None, size: int) -> None:
+    async def _start(self, job: Job, slots: list[int] | None, size: int) -> None:
         """Make the job durable and visible, and start it (engines held, or queued)."""
-        folder = JobFolder(self.root, job.id)
-        job_log = JobLog(folder.log)
-        job_log(f"received job {job.id}: data_name={job.data_name!r}, {size} bytes, "
+        job.log(f"received job {job.id}: data_name={job.data_name!r}, {size} bytes, "
                 f"model={job.parsed.model}, language={job.parsed.transcription.language}, "
                 f"parallel_engines={job.engines}" + (f", user_id={job.user_id}" if job.user_id else ""))
         self.metrics.upload_bytes.inc(size)
-        await self.store.insert(job)
+        await self.store.insert(job.stored())
         self.table.add(job)
-        job.task = asyncio.create_task(self.runner.run(job, folder, job_log, slots), name=f"job-{job.id}")
+        job.task = asyncio.create_task(self._life(job, slots), name=f"job-{job.id}")
 
-    async def delete(self, job: Job, force: bool) -> Job:
-        if not job.finished:
-            if not force:
-                raise ApiError(423, "Resource Locked",
-                               f"job {job.id} is still running; pass force=true to stop and delete it")
-            job.status = DELETED
-            JobLog(JobFolder(self.root, job.id).log)("job deleted while running (force=true): cancelling it")
-            if job.task is not None:
-                job.task.cancel()  # its engines are told to cancel; the runner releases them once they have
-            await self.store.update(job)
-            return job  # the runner removes the folder when its engines come back
-        job.status = DELETED
-        await self.store.update(job)
-        await asyncio.to_thread(JobFolder(self.root, job.id).remove)
-        return job
+    async def _life(self, job: Job, slots: list[int] | None) -> None:
+        """Run the job; then make its end durable before anyone is told, wake its pollers,
+        send its callbacks, and drop what it no longer needs."""
+        try:
+            await self.runner.run(job, slots)
+        finally:
+            await self._finished(job)
+            job.ended.set()
+            # Callbacks may retry for a while: after the job's end is visible, and before the
+            # upload (which a "data" callback sends) is dropped.
+            if job.status in (DONE, REJECTED) and await self._notify(job):
+                await self._finished(job)  # a failed callback added to the job's errors
+            await asyncio.to_thread(self.blobs.drop_audio if job.status in (DONE, REJECTED) else self.blobs.remove,
+                                    job.id)
+
+    async def _notify(self, job: Job) -> bool:
+        """Send the job's callbacks; True if one failed (and was added to its errors)."""
+        failed = False
+        status = "success" if job.status == DONE else (
+            "fetch_error" if any("unable to fetch audio" in e.message for e in job.errors) else "error")
+        jobinfo = msgspec.json.encode({"job": job.details()})
+        for notification in job.parsed.config.notification_config or []:
+            body = await asyncio.to_thread(callback_body, notification, self.blobs, job.id, jobinfo)
+            failure = await notify(notification, job.id, status, body)
+            if failure:
+                job.log(failure, "ERROR")
+                job.note_error(failure)
+                failed = True
+            else:
+                job.log(f"notified {notification.url} (status={status})")
+        return failed
 
     async def _finished(self, job: Job) -> None:
-        await self.store.update(job)
+        await self.store.update(job.stored())
         evicted = self.table.evict_over_limit()
         await self.store.evict([old.id for old in evicted])
         for old in evicted:
-            await asyncio.to_thread(JobFolder(self.root, old.id).remove)
+            await asyncio.to_thread(self.blobs.remove, old.id)
+
+    # ---- reading and deleting -------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        """JobNotFound, or JobExpired for one forgotten beyond the history bound."""
+        return self.table.get(job_id)
+
+    async def waited_job(self, job_id: str, seconds: float | None) -> Job:
+        """The job, after up to `seconds` for it to end (the SaaS `wait` long-poll)."""
+        job = self.job(job_id)
+        if seconds:
+            await job.wait(seconds)
+        return job
+
+    def jobs(self, limit: int, before: datetime | None, after: datetime | None) -> list[Job]:
+        return self.table.listing(limit, before, after)
+
+    async def transcript(self, job: Job, requested: str | None) -> tuple[bytes, str]:
+        """The transcript in a format the API names (none: json-v2), and its canonical format."""
+        fmt = FORMAT_NAMES.get("json-v2" if requested is None else requested)
+        if fmt is None:
+            raise FormatNotSupported(f"unsupported format {requested!r}: use json-v2, json, txt or srt")
+        if job.status == DELETED:
+            raise JobDeleted(job.id)
+        if job.status == REJECTED:
+            raise JobRejected(f"job {job.id} was rejected: " + "; ".join(e.message for e in job.errors))
+        if job.status != DONE:
+            raise TranscriptNotReady(f"job {job.id} is not finished (status {job.status}, request_id {job.id})")
+        return await asyncio.to_thread(self.blobs.read_output, job.id, fmt), fmt
+
+    async def log_of(self, job: Job) -> bytes:
+        if job.status == DELETED:
+            raise JobDeleted(job.id)
+        try:
+            return await asyncio.to_thread(self.blobs.read_log, job.id)
+        except FileNotFoundError:
+            raise LogNotAvailable(job.id) from None
+
+    async def delete(self, job_id: str, force: bool) -> Job:
+        job = self.job(job_id)
+        if not job.finished:
+            if not force:
+                raise JobLocked(job.id)
+            job.log("job deleted while running (force=true): cancelling it")
+            job.delete()
+            if job.task is not None:
+                job.task.cancel()  # its engines are told to cancel; it releases them once they have
+            await self.store.update(job.stored())
+            return job  # its files are removed when its engines come back
+        job.delete()
+        await self.store.update(job.stored())
+        await asyncio.to_thread(self.blobs.remove, job.id)
+        return job
+
+    # ---- capacity and health --------------------------------------------------------------
+
+    def active(self) -> dict[str, int]:
+        """Job id -> engines it holds."""
+        return self.admission.active()
+
+    def queued(self) -> dict[str, int] | None:
+        """Waiting job id -> engines it asked for, in arrival order; None without a queue."""
+        return self.admission.queued() if self.admission.queue_size else None
+
+    @property
+    def engines_total(self) -> int:
+        return self.admission.total
+
+    @property
+    def engines_unused(self) -> int:
+        return self.admission.unused
+
+    @property
+    def engines_in_use(self) -> int:
+        return self.admission.in_use
+
+    def failing(self) -> list[str]:
+        """Why the worker is not live: engines that keep dying at start-up or keep hanging."""
+        return self.pool.failing()
+
+    @property
+    def ready(self) -> bool:
+        return not self.shutting_down and self.pool.all_loaded_once and self.admission.unused > 0
 
     def running_progress(self) -> dict[str, float]:
         """Job id -> fraction done, for every running job."""
         return {job.id: job.progress.fraction for job in self.table.all() if job.status == RUNNING}
 
-    def jobs_by_status(self) -> dict[str, int]:
-        counts = {"running": 0, "done": 0, "rejected": 0, "deleted": 0}
-        for job in self.table.all():
-            counts[job.status] += 1
-        return counts
 
-    # ---- health ------------------------------------------------------------------------
-
-    @property
-    def ready(self) -> bool:
-        return not self.shutting_down and self.pool.all_loaded_once and self.admission.unused > 0
+def data_name(filename: str | None) -> str:
+    """Only the base name of what the client called the file, for display; never a path."""
+    name = PureWindowsPath(PurePosixPath(filename or "").name).name
+    return "".join(ch for ch in name if ch.isprintable())[:255]

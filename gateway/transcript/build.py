@@ -1,25 +1,26 @@
-"""From engine replies to the job's transcript files: merge, speakers, json-v2, txt, srt.
+"""From engine replies to a job's transcript files: merge, speakers, rewrites, json-v2, txt,
+srt (and the speaker turns as RTTM).
 
-Runs in a worker thread (for long audio it is tens of thousands of results).
+Takes typed inputs (the job's facts, its parsed config, what the engines heard), never the
+job itself, and returns the files; the job layer stores them. Runs in a worker thread (for
+long audio it is tens of thousands of results).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import msgspec
 
-from gateway.transcript import speaker_id, speakers
-from gateway.jobs.table import Job, iso_ms
+from gateway.settings import VERSION
+from gateway.transcript import languages, render, speaker_id, speakers
+from gateway.transcript.config import ParsedConfig, TranscriptionConfig
 from gateway.transcript.merge import merge
-from gateway.transcript.rewrites import rewrite_results
-from gateway.transcript.unsupported import feature_errors
-from gateway.jobs.blobs import JobFolder, JobLog
-from gateway.transcript import languages, render
-from shared import messages as m
 from gateway.transcript.model import (
+    FORMAT_VERSION,
     FeatureError,
     JobInfo,
     LanguageIdentification,
@@ -31,8 +32,22 @@ from gateway.transcript.model import (
     encode,
     words_to_results,
 )
+from gateway.transcript.rewrites import rewrite_results
+from gateway.transcript.unsupported import feature_errors
+from shared import messages as m
 
-ORCHESTRATOR_VERSION = "chorus-0.1.0"
+ORCHESTRATOR_VERSION = f"chorus-{VERSION}"
+Log = Callable[..., None]  # the job log: (message, level="INFO")
+
+
+class JobFacts(msgspec.Struct, frozen=True):
+    """What the transcript says of its job."""
+
+    id: str
+    created_at: str  # as the API shows it
+    data_name: str
+    duration: int
+    user_id: str | None  # speaker identifiers are bound to it
 
 
 class Heard(msgspec.Struct):
@@ -48,8 +63,8 @@ class Heard(msgspec.Struct):
     translation_errors: list[FeatureError] = msgspec.field(default_factory=list)
 
 
-def channel_labels(job: Job, count: int) -> list[str]:
-    given = job.parsed.transcription.channel_diarization_labels or []
+def channel_labels(tc: TranscriptionConfig, count: int) -> list[str]:
+    given = tc.channel_diarization_labels or []
     return [given[i] if i < len(given) else f"Channel {i + 1}" for i in range(count)]
 
 
@@ -59,10 +74,10 @@ class SpeakerLabels(msgspec.Struct):
     speakers: list[SpeakerInfo] | None  # top-level `speakers` (get_speakers)
 
 
-def label_speakers(job: Job, diarized: m.Diarized, words: list[m.Word], keys: speaker_id.SpeakerKeys,
-                   job_log: JobLog) -> SpeakerLabels:
+def label_speakers(tc: TranscriptionConfig, user_id: str | None, diarized: m.Diarized, words: list[m.Word],
+                   keys: speaker_id.SpeakerKeys, job_log: Log) -> SpeakerLabels:
     """S1, S2, … by first appearance; enrolled voices get their names instead."""
-    sdc = job.parsed.transcription.speaker_config
+    sdc = tc.speaker_config
     who = speakers.assign(words, diarized.turns, sdc.prefer_current_speaker)
     # Speakers heard in words first, then those only found in turns.
     order = list(dict.fromkeys([*(i for i in who if i is not None), *(t.speaker for t in diarized.turns)]))
@@ -73,7 +88,7 @@ def label_speakers(job: Job, diarized: m.Diarized, words: list[m.Word], keys: sp
             for identifier in entry.speaker_identifiers:
                 try:
                     enrolled.setdefault(entry.label, []).append(
-                        keys.decrypt(identifier, diarized.model_id, job.user_id))
+                        keys.decrypt(identifier, diarized.model_id, user_id))
                 except speaker_id.IdentifierRejected as exc:
                     job_log(f"speaker identifier for {entry.label!r} ignored: {exc}", "WARNING")
         for index, (label, score) in speaker_id.match(diarized.centroids, enrolled).items():
@@ -84,15 +99,15 @@ def label_speakers(job: Job, diarized: m.Diarized, words: list[m.Word], keys: sp
     known = None
     if sdc.get_speakers:
         known = [SpeakerInfo(label=names[i], speaker_identifiers=[
-                     keys.encrypt(diarized.centroids[i], diarized.model_id, job.user_id)])
+                     keys.encrypt(diarized.centroids[i], diarized.model_id, user_id)])
                  for i in order if i in who and i < len(diarized.centroids)
                  and all(math.isfinite(x) for x in diarized.centroids[i])]
     return SpeakerLabels(words=[names[i] if i is not None else speakers.UNKNOWN for i in who],
                          names=names, speakers=known)
 
 
-def rttm(job: Job, diarized: m.Diarized, names: dict[int, str]) -> str:
-    return "".join(f"SPEAKER {job.id} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> "
+def rttm(job_id: str, diarized: m.Diarized, names: dict[int, str]) -> str:
+    return "".join(f"SPEAKER {job_id} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> "
                    f"{names.get(t.speaker, f'speaker{t.speaker}').replace(' ', '_')} <NA> <NA>\n"
                    for t in diarized.turns)
 
@@ -122,15 +137,15 @@ def sentences(results: list[Result], delimiter: str) -> list[TranslatedSentence]
     return out
 
 
-def _translations(job: Job, heard: Heard, streams: list[list[Result]],
+def _translations(parsed: ParsedConfig, heard: Heard, streams: list[list[Result]],
                   labels: SpeakerLabels | None) -> dict[str, list[TranslatedSentence]] | None:
-    config = job.parsed.config.translation_config
+    config = parsed.config.translation_config
     if config is None or not config.into_english:
         return None
     if heard.language == "en":  # the transcript is already English
         found = [s for stream in streams for s in sentences(stream, " ")]
     elif heard.translated is not None:
-        names = channel_labels(job, heard.channels) if heard.channels > 1 else [None]
+        names = channel_labels(parsed.transcription, heard.channels) if heard.channels > 1 else [None]
         found = []
         for c, words in enumerate([r.words for r in heard.translated] if heard.channels > 1
                                   else [merge(heard.plans, heard.translated)]):
@@ -144,27 +159,28 @@ def _translations(job: Job, heard: Heard, streams: list[list[Result]],
     return {"en": sorted(found, key=lambda s: s.start_time)}
 
 
-def build_transcript(job: Job, heard: Heard, words: list[m.Word], labels: SpeakerLabels | None) -> Transcript:
-    tc = job.parsed.transcription
+def build_transcript(facts: JobFacts, parsed: ParsedConfig, heard: Heard, words: list[m.Word],
+                     labels: SpeakerLabels | None) -> Transcript:
+    tc = parsed.transcription
     language = languages.from_whisper(heard.language) if tc.language == "auto" else tc.language
     if heard.channels > 1:
-        names = channel_labels(job, heard.channels)
+        names = channel_labels(tc, heard.channels)
         streams = [words_to_results(reply.words, language, channel=names[c])
                    for c, reply in enumerate(heard.replies)]
     else:
         streams = [words_to_results(words, language, labels and labels.words)]
     streams = [rewrite_results(stream, tc, heard.language) for stream in streams]
     results: list[Result] = list(heapq.merge(*streams, key=lambda r: r.start_time))
-    errors = feature_errors(job.parsed.config, tc, heard.language)
-    output_config = job.parsed.echo.get("output_config")
+    errors = feature_errors(parsed.config, tc, heard.language)
+    output_config = parsed.echo.get("output_config")
     return Transcript(
-        format="2.9",
-        job=JobInfo(id=job.id, created_at=iso_ms(job.created), data_name=job.data_name,
-                    duration=job.duration, tracking=job.parsed.config.tracking),
+        format=FORMAT_VERSION,
+        job=JobInfo(id=facts.id, created_at=facts.created_at, data_name=facts.data_name,
+                    duration=facts.duration, tracking=parsed.config.tracking),
         metadata=Metadata(
             created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             type="transcription",
-            transcription_config=job.parsed.echo["transcription_config"],
+            transcription_config=parsed.echo["transcription_config"],
             language_pack_info=languages.pack_info(language),
             orchestrator_version=ORCHESTRATOR_VERSION,
             output_config=output_config if isinstance(output_config, dict) else None,
@@ -179,20 +195,24 @@ def build_transcript(job: Job, heard: Heard, words: list[m.Word], labels: Speake
         ),
         results=results,
         speakers=labels.speakers if labels else None,
-        translations=_translations(job, heard, streams, labels),
+        translations=_translations(parsed, heard, streams, labels),
     )
 
 
-def write_outputs(job: Job, folder: JobFolder, heard: Heard, keys: speaker_id.SpeakerKeys,
-                  job_log: JobLog) -> int:
-    """Build json-v2, render txt/srt from it, write them (and the speaker turns as RTTM);
-    returns the word count."""
+class Rendered(msgspec.Struct):
+    files: dict[str, bytes | str]  # by format: json, txt, srt (and rttm with speakers)
+    words: int
+
+
+def render_outputs(facts: JobFacts, parsed: ParsedConfig, heard: Heard, keys: speaker_id.SpeakerKeys,
+                   job_log: Log) -> Rendered:
+    """Build json-v2, render txt and srt from it (and the speaker turns as RTTM)."""
     labels = None
     words = merge(heard.plans, heard.replies) if heard.channels == 1 else []
     if heard.diarized is not None and heard.channels == 1:
-        labels = label_speakers(job, heard.diarized, words, keys, job_log)
-    transcript = build_transcript(job, heard, words, labels)
-    output = job.parsed.config.output_config
+        labels = label_speakers(parsed.transcription, facts.user_id, heard.diarized, words, keys, job_log)
+    transcript = build_transcript(facts, parsed, heard, words, labels)
+    output = parsed.config.output_config
     srt = output.srt_overrides if output and output.srt_overrides else None
     files: dict[str, bytes | str] = {
         "json": encode(transcript),
@@ -200,6 +220,5 @@ def write_outputs(job: Job, folder: JobFolder, heard: Heard, keys: speaker_id.Sp
         "srt": render.to_srt(transcript, *((srt.max_line_length, srt.max_lines) if srt else ())),
     }
     if labels is not None and heard.diarized is not None:
-        files["rttm"] = rttm(job, heard.diarized, labels.names)
-    folder.write_transcripts(files)
-    return sum(1 for r in transcript.results if r.type == "word")
+        files["rttm"] = rttm(facts.id, heard.diarized, labels.names)
+    return Rendered(files=files, words=sum(1 for r in transcript.results if r.type == "word"))

@@ -11,10 +11,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.transcript import rewrites
+from gateway.errors import InvalidRequest
+from gateway.transcript import languages, rewrites
 from gateway.transcript.echo import client_safe
-from gateway.http.errors import bad_request
-from gateway.transcript import languages
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -181,7 +180,7 @@ MODELS = ("standard", "enhanced")
 
 
 def _invalid(where: str, exc: msgspec.ValidationError) -> Exception:
-    return bad_request(f"{where} is invalid: {exc}", error="Job rejected")
+    return InvalidRequest(f"{where} is invalid: {exc}", kind="Job rejected")
 
 
 # The deepest JSON a config or header may nest. A real config nests 5 levels; the limit keeps
@@ -202,14 +201,14 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _decode_json(text: str, what: str, error: str = "Bad Request") -> Any:
+def _decode_json(text: str, what: str, kind: str = "Bad Request") -> Any:
     """JSON text as Python objects, or a 400 saying why not: malformed, out of range, or nested
     too deeply (past the decoder's own limit msgspec raises RecursionError)."""
-    too_deep = bad_request(f"{what} nests lists and objects more than {MAX_JSON_DEPTH} levels deep", error=error)
+    too_deep = InvalidRequest(f"{what} nests lists and objects more than {MAX_JSON_DEPTH} levels deep", kind=kind)
     try:
         value = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
-        raise bad_request(f"{what} is not valid JSON: {exc}", error=error) from None
+        raise InvalidRequest(f"{what} is not valid JSON: {exc}", kind=kind) from None
     except RecursionError:
         raise too_deep from None
     if _depth(value) > MAX_JSON_DEPTH:
@@ -218,32 +217,32 @@ def _decode_json(text: str, what: str, error: str = "Bad Request") -> Any:
 
 
 def parse_config(text: str) -> ParsedConfig:
-    raw = _decode_json(text, "config", error="Job rejected")
+    raw = _decode_json(text, "config", kind="Job rejected")
     if not isinstance(raw, dict):
-        raise bad_request("config must be a JSON object", error="Job rejected")
+        raise InvalidRequest("config must be a JSON object", kind="Job rejected")
     try:
         config = msgspec.convert({k: v for k, v in raw.items() if v is not None}, JobConfig)
     except msgspec.ValidationError as exc:
         raise _invalid("config", exc) from None
     if config.type != "transcription":
-        raise bad_request(
+        raise InvalidRequest(
             f"unsupported job type {config.type!r}: this worker runs 'transcription' jobs",
-            error="Job is not of type transcription",
+            kind="Job is not of type transcription",
         )
     tc = config.transcription_config
     if tc is None:
-        raise bad_request("config.transcription_config is required", error="No language selected")
+        raise InvalidRequest("config.transcription_config is required", kind="No language selected")
     model = tc.model or tc.operating_point or "standard"
     if model not in MODELS:
-        raise bad_request(
+        raise InvalidRequest(
             f"transcription_config.model {model!r} is not available: use 'standard' or 'enhanced'",
-            error="Requested product not available",
+            kind="Requested product not available",
         )
     if tc.language != "auto" and not languages.is_known(tc.language):
-        raise bad_request(
+        raise InvalidRequest(
             f"transcription_config.language {tc.language!r} is not supported "
             "(use a Whisper language code or 'auto')",
-            error="Requested product not available",
+            kind="Requested product not available",
         )
     _check_speakers(tc)
     _check_options(config, tc)
@@ -256,22 +255,22 @@ def _check_speakers(tc: TranscriptionConfig) -> None:
         return
     where = "transcription_config.speaker_diarization_config"
     if tc.diarization != "speaker":
-        raise bad_request(f"{where}.get_speakers/speakers need \"diarization\": \"speaker\"")
+        raise InvalidRequest(f"{where}.get_speakers/speakers need \"diarization\": \"speaker\"")
     identifiers = 0
     for known in sdc.speakers or ():
         if re.fullmatch(r"S\d+|UU", known.label) or known.label != known.label.strip():
-            raise bad_request(f"{where}.speakers: label {known.label!r} is reserved (S1, S2, …, UU) "
+            raise InvalidRequest(f"{where}.speakers: label {known.label!r} is reserved (S1, S2, …, UU) "
                               "or has leading or trailing spaces")
         if len(set(known.speaker_identifiers)) != len(known.speaker_identifiers):
-            raise bad_request(f"{where}.speakers: the identifiers of {known.label!r} repeat")
+            raise InvalidRequest(f"{where}.speakers: the identifiers of {known.label!r} repeat")
         identifiers += len(known.speaker_identifiers)
     if identifiers > MAX_IDENTIFIERS:
-        raise bad_request(f"{where}.speakers: {identifiers} identifiers, at most {MAX_IDENTIFIERS} are allowed")
+        raise InvalidRequest(f"{where}.speakers: {identifiers} identifiers, at most {MAX_IDENTIFIERS} are allowed")
 
 
 def _check_language(where: str, code: str) -> None:
     if not languages.is_known(code):
-        raise bad_request(f"{where}: {code!r} is not a language this worker knows (use a Whisper language code)")
+        raise InvalidRequest(f"{where}: {code!r} is not a language this worker knows (use a Whisper language code)")
 
 
 def _check_options(config: JobConfig, tc: TranscriptionConfig) -> None:
@@ -281,12 +280,12 @@ def _check_options(config: JobConfig, tc: TranscriptionConfig) -> None:
         try:
             rewrites.compile_replacement(replacement.from_, replacement.to)
         except ValueError as exc:
-            raise bad_request(f"transcription_config.transcript_filtering_config.replacements[{n}]: {exc}",
-                              error="Job rejected") from None
+            raise InvalidRequest(f"transcription_config.transcript_filtering_config.replacements[{n}]: {exc}",
+                              kind="Job rejected") from None
     overrides = tc.punctuation_overrides
     for mark in overrides.permitted_marks or () if overrides else ():
         if mark != "all" and len(mark) != 1:
-            raise bad_request("transcription_config.punctuation_overrides.permitted_marks: "
+            raise InvalidRequest("transcription_config.punctuation_overrides.permitted_marks: "
                               f"{mark!r} is neither one character nor \"all\"")
     lid = config.language_identification_config
     if lid is not None:
@@ -295,12 +294,12 @@ def _check_options(config: JobConfig, tc: TranscriptionConfig) -> None:
         if lid.default_language is not None:
             _check_language("language_identification_config.default_language", lid.default_language)
         if lid.low_confidence_action == "use_default_language" and lid.default_language is None:
-            raise bad_request("language_identification_config: low_confidence_action "
+            raise InvalidRequest("language_identification_config: low_confidence_action "
                               "\"use_default_language\" needs a default_language")
     if config.translation_config is not None:
         for code in config.translation_config.target_languages:
             if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?", code):
-                raise bad_request(f"translation_config.target_languages: {code!r} is not a language code")
+                raise InvalidRequest(f"translation_config.target_languages: {code!r} is not a language code")
 
 
 def parse_processing_data(header: str | None) -> ProcessingData:
@@ -308,10 +307,10 @@ def parse_processing_data(header: str | None) -> ProcessingData:
         return ProcessingData()
     raw = _decode_json(header, "X-SM-Processing-Data")
     if not isinstance(raw, dict):
-        raise bad_request("X-SM-Processing-Data must be a JSON object")
+        raise InvalidRequest("X-SM-Processing-Data must be a JSON object")
     try:
         return msgspec.convert(raw, ProcessingData)
     except msgspec.ValidationError as exc:
-        raise bad_request(
+        raise InvalidRequest(
             f"X-SM-Processing-Data is invalid: {exc} (parallel_engines must be an integer >= 1)"
         ) from None

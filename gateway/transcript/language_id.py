@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.transcript.config import LanguageIdentificationConfig
 from gateway.transcript import languages
-from shared import messages as m
+from gateway.transcript.config import LanguageIdentificationConfig
 from gateway.transcript.model import LanguageAlternative, LanguageIdentification, LanguageIdentificationResult
+from shared import messages as m
 
 # Below this probability (renormalised over the expected languages) the winner is a guess; and
 # when the expected languages hold less than this share of Whisper's belief, the audio is

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from gateway.transcript.languages import LanguagePackInfo
+from gateway.transcript.speakers import UNKNOWN
 from shared.messages import Word
 
 FORMAT_VERSION = "2.9"
@@ -141,7 +142,7 @@ def _join_hyphenated(words: list[Word], speakers: list[str] | None) -> tuple[lis
                            probability=min(prev.probability, w.probability), volume=prev.volume)
             continue
         out.append(w)
-        who.append(speakers[n] if speakers else "UU")
+        who.append(speakers[n] if speakers else UNKNOWN)
     return out, (who if speakers else None)
 
 
@@ -153,7 +154,7 @@ def words_to_results(
     Each word carries its speaker (`UU` when none) and channel; punctuation takes its word's.
     """
     results: list[Result] = []
-    speaker = "UU"
+    speaker = UNKNOWN
     words, speakers = _join_hyphenated(words, speakers)
 
     def _punct(mark: str, at: float, attaches_to: str) -> Result:
@@ -168,7 +169,7 @@ def words_to_results(
         )
 
     for n, word in enumerate(words):
-        speaker = speakers[n] if speakers else "UU"
+        speaker = speakers[n] if speakers else UNKNOWN
         start, end = round(word.start, 2), round(max(word.end, word.start), 2)
         leading, core, trailing = _split_marks(word.text.strip())
         if not core:  # a token that is punctuation only

@@ -5,14 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from gateway.transcript.model import Result, Transcript
+from gateway.transcript.speakers import UNKNOWN
 
 # A pause this long between words starts a new subtitle cue.
 CUE_GAP_S = 1.5
 
 
+# The transcript formats every finished job has, and the names the API accepts for each
+# (`GET /v2/jobs/{id}/transcript?format=`; none means json-v2).
+FORMATS = ("json", "txt", "srt")
+FORMAT_NAMES: dict[str, str] = {"json-v2": "json", "json": "json", "json_v2": "json", "txt": "txt", "srt": "srt"}
+MEDIA_TYPES = {"json": "application/json", "txt": "text/plain; charset=utf-8", "srt": "text/plain; charset=utf-8"}
+
 def _label(result: Result) -> str | None:
     speaker = result.alternatives[0].speaker
-    label = speaker if speaker and speaker != "UU" else None
+    label = speaker if speaker and speaker != UNKNOWN else None
     if result.channel:
         return result.channel if label is None else f"{result.channel} {label}"
     return label

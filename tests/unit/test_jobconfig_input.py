@@ -1,4 +1,4 @@
-"""gateway.transcript.config on hostile JSON: always a 400 ApiError, never another exception."""
+"""gateway.transcript.config on hostile JSON: always InvalidRequest (a 400), never another exception."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.http.errors import ApiError
+from gateway.errors import InvalidRequest
 from gateway.transcript.config import MAX_JSON_DEPTH, parse_config, parse_processing_data
 
 GOOD = {"type": "transcription", "transcription_config": {"language": "en"}}
@@ -22,9 +22,9 @@ def nested(depth: int) -> str:
     "[" * 3000 + "]" * 3000,
 ])
 def test_deep_configs_are_a_400(text):
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         parse_config(text)
-    assert caught.value.status == 400 and "nests lists and objects" in caught.value.detail
+    assert "nests lists and objects" in caught.value.detail
 
 
 def test_a_config_nested_within_the_limit_is_fine():
@@ -40,6 +40,6 @@ def test_a_config_nested_within_the_limit_is_fine():
     ("NaN", "not valid JSON"),
 ])
 def test_hostile_processing_data_is_a_400(header, why):
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         parse_processing_data(header)
-    assert caught.value.status == 400 and why in caught.value.detail, caught.value.detail
+    assert why in caught.value.detail, caught.value.detail

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.jobs.progress import JobProgress
+from gateway.jobs.progress import JobProgress, TaskState
 from shared.messages import Progress
+
+
+def tasks(*seconds: float) -> list[TaskState]:
+    return [TaskState(name=f"task {i}", kind="transcription", seconds=s) for i, s in enumerate(seconds)]
 
 
 def test_fraction_is_audio_covered_over_all_tasks():
@@ -13,7 +17,8 @@ def test_fraction_is_audio_covered_over_all_tasks():
     assert (p.step, p.fraction, p.audio_total) == ("queued", 0.0, 0.0)
     p.sink(None)(Progress(job_id="j", step="decoding", done=5.0, total=0.0))
     assert (p.step, p.fraction) == ("decoding", 0.0)  # before the tasks: only the step moves
-    p.start_tasks([60.0, 30.0, 30.0])  # e.g. a diarization of 60 s and two 30 s segments
+    p.start_tasks(tasks(60.0, 30.0, 30.0))  # e.g. a diarization of 60 s and two 30 s segments
+    p.assign(1, engine=0, pid=123)
     p.sink(1)(Progress(job_id="j", step="transcribing", done=15.0, total=30.0))
     assert p.fraction == pytest.approx(15 / 120) and p.step == "transcribing"
     p.sink(1)(Progress(job_id="j", step="transcribing", done=10.0, total=30.0))  # never backwards
@@ -22,11 +27,17 @@ def test_fraction_is_audio_covered_over_all_tasks():
     p.finish(0)
     p.finish(1)
     assert p.fraction == pytest.approx(1.0)
+    assert [(t.state, t.engine, t.pid, t.attempts) for t in p.tasks] == [
+        ("done", None, None, 0), ("done", 0, 123, 1), ("queued", None, None, 0)]
+    p.assign(2, engine=1, pid=456)  # its engine died: a second attempt starts from nothing
+    p.advance(2, 10.0)
+    p.assign(2, engine=1, pid=789)
+    assert (p.tasks[2].attempts, p.tasks[2].done, p.tasks[2].pid) == (2, 0.0, 789)
 
 
 def test_the_log_states_progress_once_per_tenth():
     p = JobProgress()
-    p.start_tasks([100.0])
+    p.start_tasks(tasks(100.0))
     calls = []
     sink = p.sink(0, after=lambda: calls.append(p.due_for_log()))
     for done in (5, 9.99, 10, 12, 25, 31, 99.9, 100):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from gateway.transcript.model import words_to_results
 from gateway.transcript.rewrites import punctuation_kept
 from shared.messages import Word
-from gateway.transcript.model import words_to_results
 
 # "One, two. Three, four." with a 0.1 s pause after "One," 0.8 s after "two." and 1.2 s
 # after "Three,"; the last mark ends the transcript.

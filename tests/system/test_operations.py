@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chorus_server import ChorusServer, text
-from conftest import wer
+from speech import wer
 
 FAST = ["--diarization-model", "none"]  # these tests need no speaker models: engines start faster
 CONFIG = {"type": "transcription", "transcription_config": {"language": "en"}}

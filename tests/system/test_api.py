@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from chorus_server import text, words
-from conftest import wer
+from speech import wer
 
 CONFIG = {"type": "transcription", "transcription_config": {"language": "en"}}
 ID = re.compile(r"^[0-9a-f]{20}$")

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from chorus_server import ROOT, ChorusServer, engine_pids, free_port, pid_of_task, text
-from conftest import wer
+from speech import wer
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", ""])

@@ -10,10 +10,11 @@ import jiwer
 import numpy as np
 import pytest
 
+from gateway.transcript import languages
+
 import testdata
 from chorus_server import text, words
-from conftest import FR_PROMPTS, normalise
-from gateway.transcript import languages
+from speech import FR_PROMPTS, normalise
 
 
 def config(language: str = "en", model: str = "standard", **options) -> dict:
@@ -179,8 +180,8 @@ def test_disfluencies_are_tagged_or_removed():
     so this one runs the transcript step on results as the engine returns them."""
     from gateway import jobconfig
     from gateway.options import rewrite_results
-    from shared.messages import Word
     from gateway.transcript.model import words_to_results
+    from shared.messages import Word
 
     heard = [Word(0.0, 0.3, " Um,", 0.9), Word(0.4, 0.6, " so", 0.9), Word(0.7, 0.9, " uh", 0.8),
              Word(1.0, 1.3, " yes.", 0.9)]

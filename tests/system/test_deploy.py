@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 # The Kubernetes version the manifests are checked against (kubernetes-validate ships

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import testdata
 from chorus_server import ChorusServer, engine_pids, pid_of_task, text
-from conftest import wer
+from speech import wer
 
 HANG_TIMEOUT = 6.0
 # The watchdog looks every tenth of the timeout; the kill and the reaping take a moment more.

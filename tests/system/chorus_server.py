@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 CHORUS = [sys.executable, "-m", "gateway.cli"]
 
 
@@ -126,15 +126,17 @@ def text(transcript: dict) -> str:
     return " ".join(words(transcript))
 
 
-def pid_of_task(server: ChorusServer, job_id: str, task: str, occurrence: int = 1, timeout: float = 120) -> int:
-    """The pid of the engine that took `task` (e.g. "segment 1") the n-th time, from the job log."""
-    import re
+def tasks_of(server: ChorusServer, job_id: str) -> list[dict]:
+    """The job's engine tasks as the progress route reports them: span, cuts, engine, pid."""
+    return server.http.get(f"/v2/jobs/{job_id}/progress").json()["tasks"]
 
-    pattern = re.compile(re.escape(task) + r"(?: \([^)]*\))? -> engine \d+ \(pid (\d+)\)")
+
+def pid_of_task(server: ChorusServer, job_id: str, task: str, occurrence: int = 1, timeout: float = 120) -> int:
+    """The pid of the engine that took `task` (e.g. "segment 1") the n-th time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = pattern.findall(server.http.get(f"/v2/jobs/{job_id}/log").text)
-        if len(found) >= occurrence:
-            return int(found[occurrence - 1])
+        for t in tasks_of(server, job_id):
+            if (t["name"] == task or t["name"].startswith(task + " (")) and t["attempts"] >= occurrence:
+                return t["pid"]
         time.sleep(0.05)
     raise AssertionError(f"{task} was not handed to an engine {occurrence} time(s)")

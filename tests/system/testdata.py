@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 CACHE = Path(os.environ.get("CHORUS_TEST_CACHE", ROOT / ".cache" / "testdata"))
 DEBS = [
     "pocketsphinx-testdata",

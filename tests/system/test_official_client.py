@@ -6,7 +6,7 @@ import asyncio
 
 from speechmatics.batch import AsyncClient, Client, FormatType, JobStatus, TranscriptionConfig
 
-from conftest import wer
+from speech import wer
 
 
 def test_async_client_seed_example(idle_server, speech):

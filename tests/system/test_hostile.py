@@ -8,8 +8,8 @@ import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from conftest import wer
 from chorus_server import text
+from speech import wer
 
 GOOD = {"type": "transcription", "transcription_config": {"language": "en"}}
 AUDIO = b"RIFF" + b"\0" * 64

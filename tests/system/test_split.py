@@ -8,17 +8,16 @@ import os
 import re
 import signal
 import time
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 import testdata
-from chorus_server import ChorusServer, pid_of_task, text, words
-from conftest import normalise, wer
+from chorus_server import ChorusServer, pid_of_task, tasks_of, text
+from speech import normalise, wer
 
 STANDARD = {"type": "transcription", "transcription_config": {"language": "en"}}
-PLAN = re.compile(r"plan: segment (\d+) \[([\d.]+), ([\d.]+)\) s \(transcribed ([\d.]+)-([\d.]+) s\), "
-                  r"cut (\w+)/(\w+)")
 
 
 @pytest.fixture(scope="module")
@@ -35,25 +34,41 @@ def unsplit(server, recording):
     return server.transcribe(audio, STANDARD)
 
 
-def split_job(server: ChorusServer, audio, k: int) -> tuple[dict, str]:
-    """On a fresh server: one job on k engines; its transcript and log, then the server stopped."""
+class Split(NamedTuple):
+    transcript: dict
+    plan: list[Segment]
+    tasks: list[dict]
+    log: str
+
+
+class Segment(NamedTuple):
+    """An ASR task of a split job, from the progress route (seconds on the job's timeline)."""
+
+    index: int
+    keep_start: float
+    keep_end: float
+    start: float
+    end: float
+    cut_before: str
+    cut_after: str
+
+
+def plan_of(server: ChorusServer, job_id: str) -> list[Segment]:
+    return [Segment(t["segment"], t["keep_start"], t["keep_end"], t["start"], t["end"], t["cut_before"],
+                    t["cut_after"]) for t in tasks_of(server, job_id) if t["kind"] == "transcription"]
+
+
+def split_job(server: ChorusServer, audio, k: int) -> Split:
+    """On a fresh server: one job on k engines; what it produced, then the server stopped."""
     try:
         server.wait_ready()
         job_id = server.submit(audio, STANDARD, processing={"parallel_engines": k}).json()["id"]
         job = server.wait(job_id)
         assert job["status"] == "done", job
-        return (server.http.get(f"/v2/jobs/{job_id}/transcript").json(),
-                server.http.get(f"/v2/jobs/{job_id}/log").text)
+        return Split(server.http.get(f"/v2/jobs/{job_id}/transcript").json(), plan_of(server, job_id),
+                     tasks_of(server, job_id), server.http.get(f"/v2/jobs/{job_id}/log").text)
     finally:
         assert server.stop() == 0
-
-
-def plan_of(server: ChorusServer, job_id: str) -> list[tuple[int, float, float, float, float, str, str]]:
-    return plan_of_log(server.http.get(f"/v2/jobs/{job_id}/log").text)
-
-
-def plan_of_log(log: str) -> list[tuple[int, float, float, float, float, str, str]]:
-    return [(int(m[0]), float(m[1]), float(m[2]), float(m[3]), float(m[4]), m[5], m[6]) for m in PLAN.findall(log)]
 
 
 def timed_words(transcript: dict) -> list[tuple[str, float, float]]:
@@ -143,10 +158,9 @@ def test_k_engines_match_the_unsplit_transcript(server, recording, unsplit, k):
     level = speech_level(samples)
     for cut in cuts:
         assert_cut_in_a_pause(samples, cut, level)
-    log = server.http.get(f"/v2/jobs/{job_id}/log").text
-    engines_used = set(re.findall(r"segment \d \([^)]*\) -> engine (\d)", log))
-    assert len(engines_used) == k
-    assert len(re.findall(r"segment \d \([^)]*\) done on engine \d: [\d.]+ s in [\d.]+ s", log)) == k
+    tasks = tasks_of(server, job_id)
+    assert len({t["engine"] for t in tasks}) == k  # side by side, an engine each
+    assert [(t["state"], t["attempts"]) for t in tasks] == [("done", 1)] * k
 
     assert_well_formed(split, duration)
     assert_close_to_unsplit(unsplit, split, cuts)
@@ -179,8 +193,7 @@ def test_three_engines_and_a_cut_forced_inside_speech(tmp_path, corpus, recordin
     for window, kind in (("30", "silence"), ("0", "overlap")):
         server = ChorusServer(tmp_path / f"jobs-{window}", parallel=3,
                               args=["--split-window-seconds", window, "--split-overlap-seconds", "1.5"])
-        split, log = split_job(server, audio, 3)
-        plan = plan_of_log(log)
+        split, plan, _, _ = split_job(server, audio, 3)
         assert len(plan) == 3 and [p[6] for p in plan[:-1]] == [kind, kind]
         if kind == "overlap":  # segments reach 1.5 s past each cut, both ways
             for left, right in zip(plan, plan[1:]):
@@ -205,6 +218,7 @@ def test_fewer_speech_regions_than_engines(idle_server, speech):
     job_id = idle_server.submit(short, STANDARD, processing={"parallel_engines": 2}).json()["id"]
     job = idle_server.wait(job_id)
     assert job["status"] == "done"
+    assert len(plan_of(idle_server, job_id)) == 1
     log = idle_server.http.get(f"/v2/jobs/{job_id}/log").text
     assert "plan: 1 segment(s) for 2 engines" in log and "the other engines stay reserved" in log
     transcript = idle_server.http.get(f"/v2/jobs/{job_id}/transcript").json()
@@ -258,7 +272,7 @@ def test_batched_decoding_split_on_two_engines(tmp_path, corpus, recording, unsp
     in two; the words keep their times and order, and the WER stays near window-by-window's."""
     audio, reference, duration = recording
     server = ChorusServer(tmp_path / "jobs", parallel=2, args=["--batch-size", "4", "--diarization-model", "none"])
-    batched, log = split_job(server, audio, 2)
-    assert "batches of 4" in log and len(PLAN.findall(log)) == 2
+    batched, plan, _, log = split_job(server, audio, 2)
+    assert "batches of 4" in log and len(plan) == 2
     assert_well_formed(batched, duration)
     assert wer(reference, text(batched)) <= wer(reference, text(unsplit)) + 0.03, text(batched)

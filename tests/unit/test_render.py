@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from gateway.transcript import languages
-from shared.messages import Word
-from gateway.transcript.render import to_srt, to_txt
 from gateway.transcript.model import JobInfo, Metadata, Transcript, words_to_results
+from gateway.transcript.render import to_srt, to_txt
+from shared.messages import Word
 
 
 def _transcript(words: list[Word], language: str = "en") -> Transcript:

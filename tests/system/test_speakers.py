@@ -12,7 +12,7 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 
 import testdata
 from chorus_server import ChorusServer, text
-from conftest import normalise
+from speech import normalise
 
 SPEAKER = {"type": "transcription", "transcription_config": {"language": "en", "diarization": "speaker"}}
 ORDER = ["allison", "reader", "call-a", "call-b", "reader", "allison", "call-b", "call-a",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import jiwer
 import numpy as np
 import pytest
 
 import testdata
 from chorus_server import text
-from conftest import EN_PROMPTS, FR_PROMPTS, normalise, wer
-
-import jiwer
+from speech import EN_PROMPTS, FR_PROMPTS, normalise, wer
 
 
 def test_wer_on_asterisk_prompts_with_tiny_en(idle_server, prompt_wav, audio_dir):
