@@ -27,7 +27,7 @@ class Admission(Protocol):
         """A queued job's slots, once they are its."""
 
     def position(self, job_id: str) -> int:
-        """A queued job's place in the queue, from 1."""
+        """A queued job's place in the queue, from 1; 0 once its turn has come."""
 
     def release(self, job_id: str) -> None:
         """The job's slots go back (or it leaves the queue); queued jobs that now fit start."""
@@ -54,6 +54,9 @@ class InProcessAdmission:
         self._free = list(range(total))
         self._held: dict[str, list[int]] = {}  # job id -> engine slots, in admission order
         self._waiting: OrderedDict[str, tuple[int, asyncio.Future[list[int]]]] = OrderedDict()
+        # Every queued job's turn, from queueing until it has taken it (or left): its turn may
+        # come before it starts waiting (while its upload still arrives).
+        self._turns: dict[str, asyncio.Future[list[int]]] = {}
 
     def acquire(self, job_id: str, count: int) -> list[int] | None:
         """Take `count` slots at once (no await in here: atomic on the event loop).
@@ -64,7 +67,9 @@ class InProcessAdmission:
         if count <= len(self._free) and not self._waiting:
             return self._take(job_id, count)
         if count <= self.total and len(self._waiting) < self.queue_size:
-            self._waiting[job_id] = (count, asyncio.get_running_loop().create_future())
+            turn = asyncio.get_running_loop().create_future()
+            self._waiting[job_id] = (count, turn)
+            self._turns[job_id] = turn
             return None
         raise Busy(count, self.in_use, self.total)
 
@@ -74,17 +79,22 @@ class InProcessAdmission:
         return slots
 
     async def wait_turn(self, job_id: str) -> list[int]:
-        return await self._waiting[job_id][1]
+        try:
+            return await self._turns[job_id]
+        finally:
+            self._turns.pop(job_id, None)
 
     def position(self, job_id: str) -> int:
-        return list(self._waiting).index(job_id) + 1
+        """From 1; 0 once its turn has come."""
+        return list(self._waiting).index(job_id) + 1 if job_id in self._waiting else 0
 
     def release(self, job_id: str) -> None:
         self._free.extend(self._held.pop(job_id, ()))
         self._free.sort()
-        waiting = self._waiting.pop(job_id, None)
-        if waiting and not waiting[1].done():
-            waiting[1].cancel()
+        self._waiting.pop(job_id, None)
+        turn = self._turns.pop(job_id, None)
+        if turn is not None and not turn.done():
+            turn.cancel()
         while self._waiting:  # start queued jobs, in order, while the head fits
             head, (count, future) = next(iter(self._waiting.items()))
             if count > len(self._free):

@@ -105,8 +105,9 @@ class Runner:
                 self.metrics.jobs.labels(str(slot), job.status).inc()
 
     async def _wait_turn(self, job: Job, started: float) -> list[int]:
-        job.log(f"queued: waiting for {job.engines} engine(s), position {self.admission.position(job.id)} "
-                "in the queue")
+        position = self.admission.position(job.id)
+        if position:  # else its engines came free while its upload arrived
+            job.log(f"queued: waiting for {job.engines} engine(s), position {position} in the queue")
         slots = await self.admission.wait_turn(job.id)
         job.log(f"left the queue after {time.perf_counter() - started:.2f} s")
         return slots
