@@ -78,4 +78,4 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, error, exc.detail, close=carries_body(request.headers))
 
 
-EXCEPTION_HANDLERS = {**{cls: handle_chorus_error for cls in ANSWERS}, HTTPException: handle_http_exception}
+EXCEPTION_HANDLERS = {errors.ChorusError: handle_chorus_error, HTTPException: handle_http_exception}
