@@ -24,64 +24,79 @@ def too_large(limit: int) -> UploadTooLarge:
                                                "(--max-upload-mb)")
 
 
-async def receive(request: Request, target: Path, limit: int) -> Upload:
-    """Parse the request body; the data_file part goes to `target`."""
+class _Parts:
+    """python-multipart's callbacks: small fields kept (capped), file bytes handed on."""
+
+    def __init__(self) -> None:
+        self.upload = Upload(fields={})
+        self.count = 0
+        self.error: InvalidRequest | None = None
+        self.file_bytes = bytearray()  # data_file bytes waiting to be written
+        self._name: str | None = None
+        self._is_file = False
+        self._header = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._buffer = bytearray()
+
+    def callbacks(self) -> dict:
+        return {name: getattr(self, name) for name in (
+            "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
+            "on_part_data", "on_part_end")}
+
+    def on_part_begin(self) -> None:
+        self._headers, self._name, self._is_file = {}, None, False
+        self.count += 1
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        key = self._header.lower()
+        self._headers[key] = self._headers.get(key, b"") + data[start:end]
+
+    def on_header_end(self) -> None:
+        self._header = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._name == FILE_FIELD and b"filename" in options:
+            self._is_file = True
+            self.upload.filename = options[b"filename"].decode("utf-8", "replace")
+        self._buffer = bytearray()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._is_file:
+            self.file_bytes.extend(data[start:end])
+        elif len(self._buffer) + end - start <= MAX_FIELD_BYTES:
+            self._buffer.extend(data[start:end])
+        else:
+            self.error = InvalidRequest(f"the field {self._name!r} is larger than {MAX_FIELD_BYTES} bytes")
+
+    def on_part_end(self) -> None:
+        if not self._is_file and self._name:
+            try:
+                self.upload.fields[self._name] = self._buffer.decode("utf-8")
+            except UnicodeDecodeError:
+                self.error = InvalidRequest(f"the field {self._name!r} is not UTF-8 text")
+
+
+def _boundary(request: Request, limit: int) -> bytes:
+    """The multipart boundary, once the headers say the body is one that may be read."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise InvalidRequest("the request must be multipart/form-data with a 'config' field and a 'data_file' file",
-                          kind="Malformed request")
+                             kind="Malformed request")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
+    return params[b"boundary"]
 
-    upload = Upload(fields={})
-    state: dict = {"name": None, "file": False, "header_field": b"", "headers": {}, "buffer": bytearray(),
-                   "parts": 0, "error": None}
-    pending = bytearray()  # file bytes waiting to be written
 
-    def on_part_begin() -> None:
-        state["headers"], state["name"], state["file"] = {}, None, False
-        state["parts"] += 1
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["header_field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        key = state["header_field"].lower()
-        state["headers"][key] = state["headers"].get(key, b"") + data[start:end]
-
-    def on_header_end() -> None:
-        state["header_field"] = b""
-
-    def on_headers_finished() -> None:
-        _, options = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        state["name"] = options.get(b"name", b"").decode("utf-8", "replace")
-        is_file = b"filename" in options
-        if state["name"] == FILE_FIELD and is_file:
-            state["file"] = True
-            upload.filename = options[b"filename"].decode("utf-8", "replace")
-        state["buffer"] = bytearray()
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["file"]:
-            pending.extend(data[start:end])
-        elif len(state["buffer"]) + end - start <= MAX_FIELD_BYTES:
-            state["buffer"].extend(data[start:end])
-        else:
-            state["error"] = InvalidRequest(f"the field {state['name']!r} is larger than {MAX_FIELD_BYTES} bytes")
-
-    def on_part_end() -> None:
-        if not state["file"] and state["name"]:
-            try:
-                upload.fields[state["name"]] = state["buffer"].decode("utf-8")
-            except UnicodeDecodeError:
-                state["error"] = InvalidRequest(f"the field {state['name']!r} is not UTF-8 text")
-
-    parser = MultipartParser(params[b"boundary"], callbacks={
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
+async def receive(request: Request, target: Path, limit: int) -> Upload:
+    """Parse the request body as it streams in; the data_file part goes to `target`."""
+    parts = _Parts()
+    parser = MultipartParser(_boundary(request, limit), callbacks=parts.callbacks())
     received = 0
     with open(target, "wb") as out:
         try:
@@ -90,15 +105,15 @@ async def receive(request: Request, target: Path, limit: int) -> Upload:
                 if received > limit:
                     raise too_large(limit)
                 parser.write(chunk)
-                if state["error"]:
-                    raise state["error"]
-                if state["parts"] > MAX_PARTS:
+                if parts.error:
+                    raise parts.error
+                if parts.count > MAX_PARTS:
                     raise InvalidRequest(f"more than {MAX_PARTS} multipart parts")
-                if pending:
-                    data = bytes(pending)
-                    pending.clear()
+                if parts.file_bytes:
+                    data = bytes(parts.file_bytes)
+                    parts.file_bytes.clear()
                     await asyncio.to_thread(out.write, data)
-                    upload.size += len(data)
+                    parts.upload.size += len(data)
             parser.finalize()
         except ChorusError:
             raise
@@ -106,4 +121,4 @@ async def receive(request: Request, target: Path, limit: int) -> Upload:
             raise InvalidRequest(f"the multipart body is malformed: {exc}", kind="Malformed request") from None
         except ClientDisconnect:
             raise InvalidRequest("the client disconnected before the upload ended") from None
-    return upload
+    return parts.upload
