@@ -34,6 +34,9 @@ test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+lint: install-test
+	$(BIN)/ruff check gateway engine shared tests bench
+
 $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	touch $@
