@@ -1,7 +1,7 @@
 """Decoding uploads and transcribing sample ranges with faster-whisper.
 
 Each step reports its progress and checks for a cancel through the request's `Control`:
-decoding per group of frames, language identification per 30 s window, transcription per
+decoding per frame, language identification per 30 s window, transcription per
 decoded window (or batch), and Silero VAD per encoder batch (engine/vad.py).
 """
 

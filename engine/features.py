@@ -1,5 +1,5 @@
 """Whisper's log-Mel features (faster-whisper's FeatureExtractor) computed in chunks that
-honour the request's Control.
+honour the request's Control, and a control check before each window is encoded.
 
 faster-whisper computes the features of a whole segment at once before its first window is
 decoded: about 20 s of one core for two hours of audio, with no heartbeat and no cancel. The
@@ -47,5 +47,14 @@ class ControlledFeatureExtractor(FeatureExtractor):
 
 
 def install(model) -> None:
-    """Make a loaded WhisperModel compute its features in controlled chunks."""
+    """Make a loaded WhisperModel compute its features in controlled chunks, and check the
+    control before encoding each window: a window that yields no segment (silence skipped, or
+    temperature fallbacks) still sends a heartbeat and sees a cancel."""
     model.feature_extractor.__class__ = ControlledFeatureExtractor
+    encode = model.encode
+
+    def controlled_encode(features: np.ndarray):
+        control.current().heartbeat()
+        return encode(features)
+
+    model.encode = controlled_encode

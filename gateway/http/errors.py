@@ -65,7 +65,7 @@ ANSWERS: dict[type[errors.ChorusError], tuple[int, str]] = {
 
 async def handle_chorus_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ChorusError)
-    status, text = ANSWERS[type(exc)]
+    status, text = next(ANSWERS[cls] for cls in type(exc).__mro__ if cls in ANSWERS)
     if isinstance(exc, errors.InvalidRequest):
         text = exc.kind
     return error_response(status, text, exc.detail, close=carries_body(request.headers))

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import InvalidQuery, JobDeleted
@@ -19,7 +19,7 @@ from gateway.http import openapi as openapi_document
 from gateway.http.bodies import ActiveJob, Capacity, Created, JobEnvelope, JobList, JobProgressBody
 from gateway.http.errors import json_response
 from gateway.http.upload import receive
-from gateway.jobs.table import DELETED, DONE, RUNNING, iso_ms, new_job_id
+from gateway.jobs.table import DELETED, DONE, RUNNING, Job, iso_ms, new_job_id
 from gateway.jobs.worker import Worker
 from gateway.settings import MAX_WAIT_S
 from gateway.transcript.config import parse_processing_data
@@ -63,8 +63,16 @@ async def list_jobs(request: Request) -> Response:
     return json_response(JobList(jobs=[j.details() for j in jobs]))
 
 
+async def _waited_job(request: Request) -> Job:
+    """The job (404, 410 first), after the SaaS `wait` long-poll: up to `wait` s for it to end."""
+    job = _worker(request).job(request.path_params["job_id"])
+    seconds = _wait_seconds(request)
+    if seconds:
+        await job.wait(seconds)
+    return job
+
+
 def _wait_seconds(request: Request) -> float | None:
-    """The SaaS `wait` long-poll: up to this many seconds for the job to end."""
     raw = request.query_params.get("wait")
     if raw is None:
         return None
@@ -78,15 +86,13 @@ def _wait_seconds(request: Request) -> float | None:
 
 
 async def get_job(request: Request) -> Response:
-    job = await _worker(request).waited_job(request.path_params["job_id"], _wait_seconds(request))
-    return json_response(JobEnvelope(job=job.details()))
+    return json_response(JobEnvelope(job=(await _waited_job(request)).details()))
 
 
 async def get_transcript(request: Request) -> Response:
-    worker = _worker(request)
-    job = await worker.waited_job(request.path_params["job_id"], _wait_seconds(request))
-    content, fmt = await worker.transcript(job, request.query_params.get("format"))
-    return Response(content, media_type=MEDIA_TYPES[fmt])
+    job = await _waited_job(request)
+    path, fmt = await _worker(request).transcript(job, request.query_params.get("format"))
+    return FileResponse(path, media_type=MEDIA_TYPES[fmt])
 
 
 async def get_log(request: Request) -> Response:

@@ -32,8 +32,6 @@ class Admission(Protocol):
     def release(self, job_id: str) -> None:
         """The job's slots go back (or it leaves the queue); queued jobs that now fit start."""
 
-    def slots_of(self, job_id: str) -> list[int]: ...
-
     @property
     def in_use(self) -> int: ...
 
@@ -101,9 +99,6 @@ class InProcessAdmission:
                 break
             del self._waiting[head]
             future.set_result(self._take(head, count))
-
-    def slots_of(self, job_id: str) -> list[int]:
-        return list(self._held.get(job_id, ()))
 
     @property
     def in_use(self) -> int:

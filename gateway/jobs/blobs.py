@@ -38,6 +38,10 @@ class BlobStore(Protocol):
     def read_output(self, job_id: str, fmt: str) -> bytes:
         """FileNotFoundError if the job has no such output."""
 
+    def output_file(self, job_id: str, fmt: str) -> Path:
+        """A local file of the output, to serve (with ranges); a remote store keeps a local copy.
+        FileNotFoundError if the job has no such output."""
+
     def append_log(self, job_id: str, line: str) -> None: ...
 
     def read_log(self, job_id: str) -> bytes:
@@ -79,7 +83,13 @@ class JobFolders:
             tmp.replace(path)
 
     def read_output(self, job_id: str, fmt: str) -> bytes:
-        return (self._folder(job_id) / OUTPUT_FILES[fmt]).read_bytes()
+        return self.output_file(job_id, fmt).read_bytes()
+
+    def output_file(self, job_id: str, fmt: str) -> Path:
+        path = self._folder(job_id) / OUTPUT_FILES[fmt]
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        return path
 
     def append_log(self, job_id: str, line: str) -> None:
         with open(self._folder(job_id) / "job.log", "a", encoding="utf-8") as f:

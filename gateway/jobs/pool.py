@@ -143,7 +143,8 @@ class EngineHandle:
             case m.Progress() if pending and pending.job_id == reply.job_id:
                 if pending.on_progress:
                     pending.on_progress(reply)
-            case _ if pending and pending.job_id == reply.job_id and not isinstance(reply, m.Progress):
+            case m.Decoded() | m.Planned() | m.Identified() | m.Transcribed() | m.Diarized() | m.Failed() | \
+                    m.Cancelled() if pending and pending.job_id == reply.job_id:
                 # The process said it is done with the request: only now is it idle.
                 self._pending, self.state = None, "idle"
                 pending.future.set_result(reply)
@@ -179,8 +180,11 @@ class EngineHandle:
             self.spawn()
 
     def _send(self, message: m.Request) -> None:
+        self._send_bytes(m.encode(message))
+
+    def _send_bytes(self, data: bytes) -> None:
         try:
-            self._conn.send_bytes(m.encode(message))
+            self._conn.send_bytes(data)
         except OSError:
             pass  # the pipe broke: the engine is dying; its reader thread reports the exit
 
@@ -191,10 +195,11 @@ class EngineHandle:
         the engine is told to cancel and the caller still waits for its answer, so the engine
         is never left working for a job that has gone."""
         await self.ready.wait()
+        data = m.encode(request)
         future: asyncio.Future[m.Reply] = self.loop.create_future()
         self._pending = Pending(request.job_id, future, on_progress)
         self.state, self.last_heard = "busy", time.monotonic()
-        self._send(request)
+        self._send_bytes(data)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -272,7 +277,10 @@ class EnginePool:
         while True:
             await asyncio.sleep(interval)
             for engine in self.engines:
-                engine.check_hung(self.hang_timeout)
+                try:
+                    engine.check_hung(self.hang_timeout)
+                except Exception:  # a bug here must not end hang detection for every engine
+                    log.exception("watchdog: checking engine %d failed", engine.index)
 
     def __getitem__(self, index: int) -> EngineHandle:
         return self.engines[index]
@@ -298,4 +306,5 @@ class EnginePool:
     async def stop(self, timeout: float = 10.0) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         await asyncio.gather(*(e.stop(timeout) for e in self.engines))

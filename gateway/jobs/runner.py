@@ -37,7 +37,7 @@ from gateway.transcript.speaker_id import SpeakerKeys
 from shared import messages as m
 
 log = logging.getLogger("chorus.runner")
-Reply = TypeVar("Reply", m.Decoded, m.Planned, m.Identified)
+Expected = TypeVar("Expected", m.Decoded, m.Planned, m.Identified)
 
 
 class TaskFailed(Exception):
@@ -220,8 +220,9 @@ class Runner:
         # are removed only after the last one was written.
         writing = asyncio.ensure_future(asyncio.to_thread(self._render_and_store, job, facts, heard))
         await settled(writing)
+        words = writing.result()  # a failed write fails the job
         job.done()
-        job.log(f"wrote json-v2, txt and srt: {writing.result()} words")
+        job.log(f"wrote json-v2, txt and srt: {words} words")
 
     def _render_and_store(self, job: Job, facts: JobFacts, heard: Heard) -> int:
         rendered = render_outputs(facts, job.parsed, heard, self.speaker_keys, job.log)
@@ -231,7 +232,7 @@ class Runner:
     # ---- engine calls ------------------------------------------------------------------
 
     async def _request(self, job: Job, engine: EngineHandle, request: m.Decode | m.Plan | m.Identify,
-                       expect: type[Reply], name: str, failure: str) -> Reply:
+                       expect: type[Expected], name: str, failure: str) -> Expected:
         """A step on one engine, its reply typed; retried once on a fresh engine if the engine
         dies or hangs. TaskFailed (with `failure` before the engine's reason) if it fails."""
         job.progress.step = name
@@ -247,7 +248,7 @@ class Runner:
                 case m.Failed():
                     raise TaskFailed(f"{failure}{reply.reason}")
                 case m.Cancelled():  # the engine was told to stop (shutdown)
-                    raise TaskFailed(f"{name} was cancelled by engine {engine.index}")
+                    raise TaskFailed(f"{failure}cancelled")
                 case _ if isinstance(reply, expect):
                     return reply
             raise TypeError(f"{name}: engine {engine.index} answered {type(reply).__name__}")
@@ -322,7 +323,7 @@ class Runner:
             case m.Failed():
                 raise TaskFailed(f"{task.name} failed: {reply.reason}")
             case m.Cancelled():  # the engine was told to stop (shutdown)
-                raise TaskFailed(f"{task.name} was cancelled by engine {engine.index}")
+                raise TaskFailed(f"{task.name} failed: cancelled")
             case m.Transcribed() | m.Diarized():
                 what = (f"{len(reply.words)} words" if isinstance(reply, m.Transcribed)
                         else f"{len(reply.centroids)} speakers in {len(reply.turns)} turns")

@@ -44,7 +44,7 @@ class JobErrorItem(msgspec.Struct):
 
 
 class StoredJob(msgspec.Struct, frozen=True):
-    """A job as the durable store keeps it (gateway/store.py)."""
+    """A job as the durable store keeps it (gateway/jobs/store.py)."""
 
     id: str
     created_at: datetime
@@ -87,7 +87,7 @@ class Job:
         self.errors: list[JobErrorItem] = []
         self.task: asyncio.Task | None = None
         self.progress = JobProgress()
-        self.ended = asyncio.Event()  # set once the runner is done with the job
+        self.ended = asyncio.Event()  # set once its end is durable (Worker._life), or when restored
 
     async def wait(self, seconds: float) -> None:
         """Long-poll (`?wait=N`): return when the job ends or after `seconds`."""
@@ -130,8 +130,8 @@ class Job:
 
     @classmethod
     def restore(cls, stored: StoredJob, log: Callable[..., None]) -> Job:
-        job = cls(stored.id, parse_config(stored.config), stored.data_name, stored.engines, stored.user_id,
-                  stored.config, log, stored.created_at)
+        job = cls(stored.id, parse_config(stored.config, max_depth=None), stored.data_name, stored.engines,
+                  stored.user_id, stored.config, log, stored.created_at)
         job._status, job.duration, job.errors = stored.status, stored.duration, list(stored.errors)
         job.ended.set()
         return job
@@ -201,7 +201,8 @@ class JobTable:
 
     def evict_over_limit(self) -> list[Job]:
         """Forget the oldest finished jobs beyond the history bound; returns them."""
-        finished = [j for j in self._jobs.values() if j.finished]
+        # Ended, not only finished: a force-deleted job still settling with its engines stays.
+        finished = [j for j in self._jobs.values() if j.finished and j.ended.is_set()]
         evicted = finished[: max(0, len(finished) - self.max_history)]
         for job in evicted:
             del self._jobs[job.id]

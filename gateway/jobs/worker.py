@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import msgspec
 
 from gateway.errors import (
+    ChorusError,
     FeatureUnavailable,
     FormatNotSupported,
     InvalidRequest,
@@ -34,6 +35,7 @@ from gateway.jobs.metrics import Metrics, WorkerCollector
 from gateway.jobs.pool import EnginePool
 from gateway.jobs.remote import callback_body, notify
 from gateway.jobs.runner import Runner
+from gateway.jobs.settle import settled
 from gateway.jobs.store import JobStore, SqliteJobStore
 from gateway.jobs.table import DELETED, DONE, REJECTED, RUNNING, Job, JobTable
 from gateway.settings import Settings
@@ -78,7 +80,11 @@ class Worker:
         stored, evicted = await self.store.open()
         self.table.remember_evicted(evicted)
         for record in stored:
-            job = Job.restore(record, JobLog(self.blobs, record.id))
+            try:
+                job = Job.restore(record, JobLog(self.blobs, record.id))
+            except ChorusError as exc:  # a config no parser of this version reads: keep the others
+                log.error("job %s could not be restored: %s", record.id, exc.detail)
+                continue
             self.table.add(job)
             if job.status == RUNNING:  # it was running when the worker died
                 job.reject("worker restarted: the job was interrupted and did not finish")
@@ -188,14 +194,18 @@ class Worker:
         try:
             await self.runner.run(job, slots)
         finally:
-            await self._finished(job)
-            job.ended.set()
-            # Callbacks may retry for a while: after the job's end is visible, and before the
-            # upload (which a "data" callback sends) is dropped.
-            if job.status in (DONE, REJECTED) and await self._notify(job):
-                await self._finished(job)  # a failed callback added to the job's errors
-            await asyncio.to_thread(self.blobs.drop_audio if job.status in (DONE, REJECTED) else self.blobs.remove,
-                                    job.id)
+            # All of it, even if the job is cancelled again meanwhile (drain deadline, stop).
+            await settled(self._after(job))
+
+    async def _after(self, job: Job) -> None:
+        await self._finished(job)
+        job.ended.set()
+        # Callbacks may retry for a while: after the job's end is visible, and before the
+        # upload (which a "data" callback sends) is dropped.
+        if job.status in (DONE, REJECTED) and await self._notify(job):
+            await self._finished(job)  # a failed callback added to the job's errors
+        await asyncio.to_thread(self.blobs.drop_audio if job.status in (DONE, REJECTED) else self.blobs.remove,
+                                job.id)
 
     async def _notify(self, job: Job) -> bool:
         """Send the job's callbacks; True if one failed (and was added to its errors)."""
@@ -227,18 +237,12 @@ class Worker:
         """JobNotFound, or JobExpired for one forgotten beyond the history bound."""
         return self.table.get(job_id)
 
-    async def waited_job(self, job_id: str, seconds: float | None) -> Job:
-        """The job, after up to `seconds` for it to end (the SaaS `wait` long-poll)."""
-        job = self.job(job_id)
-        if seconds:
-            await job.wait(seconds)
-        return job
-
     def jobs(self, limit: int, before: datetime | None, after: datetime | None) -> list[Job]:
         return self.table.listing(limit, before, after)
 
-    async def transcript(self, job: Job, requested: str | None) -> tuple[bytes, str]:
-        """The transcript in a format the API names (none: json-v2), and its canonical format."""
+    async def transcript(self, job: Job, requested: str | None) -> tuple[Path, str]:
+        """A local file of the transcript in a format the API names (none: json-v2), and its
+        canonical format."""
         fmt = FORMAT_NAMES.get("json-v2" if requested is None else requested)
         if fmt is None:
             raise FormatNotSupported(f"unsupported format {requested!r}: use json-v2, json, txt or srt")
@@ -248,7 +252,7 @@ class Worker:
             raise JobRejected(f"job {job.id} was rejected: " + "; ".join(e.message for e in job.errors))
         if job.status != DONE:
             raise TranscriptNotReady(f"job {job.id} is not finished (status {job.status}, request_id {job.id})")
-        return await asyncio.to_thread(self.blobs.read_output, job.id, fmt), fmt
+        return await asyncio.to_thread(self.blobs.output_file, job.id, fmt), fmt
 
     async def log_of(self, job: Job) -> bytes:
         if job.status == DELETED:

@@ -201,7 +201,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _decode_json(text: str, what: str, kind: str = "Bad Request") -> Any:
+def _decode_json(text: str, what: str, kind: str = "Bad Request", max_depth: int | None = MAX_JSON_DEPTH) -> Any:
     """JSON text as Python objects, or a 400 saying why not: malformed, out of range, or nested
     too deeply (past the decoder's own limit msgspec raises RecursionError)."""
     too_deep = InvalidRequest(f"{what} nests lists and objects more than {MAX_JSON_DEPTH} levels deep", kind=kind)
@@ -211,13 +211,14 @@ def _decode_json(text: str, what: str, kind: str = "Bad Request") -> Any:
         raise InvalidRequest(f"{what} is not valid JSON: {exc}", kind=kind) from None
     except RecursionError:
         raise too_deep from None
-    if _depth(value) > MAX_JSON_DEPTH:
+    if max_depth is not None and _depth(value) > max_depth:
         raise too_deep
     return value
 
 
-def parse_config(text: str) -> ParsedConfig:
-    raw = _decode_json(text, "config", kind="Job rejected")
+def parse_config(text: str, max_depth: int | None = MAX_JSON_DEPTH) -> ParsedConfig:
+    """A submitted config, checked; `max_depth=None` for one accepted before (a stored job's)."""
+    raw = _decode_json(text, "config", kind="Job rejected", max_depth=max_depth)
     if not isinstance(raw, dict):
         raise InvalidRequest("config must be a JSON object", kind="Job rejected")
     try:

@@ -49,10 +49,6 @@ class SpeakerKeys:
                     ).derive(secret)
         return cls(keys)
 
-    @classmethod
-    def from_env(cls) -> SpeakerKeys:
-        return cls.from_dir(os.environ.get("SM_SPEAKER_ID_SECRETS_DIR"))
-
     @property
     def configured(self) -> bool:
         return bool(self._keys)

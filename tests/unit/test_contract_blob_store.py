@@ -24,8 +24,11 @@ def test_a_jobs_files_round_trip(blobs):
     assert blobs.read_output("j1", "txt") == b"hello"
     blobs.write_outputs("j1", {"txt": "hello again"})  # replaced whole
     assert blobs.read_output("j1", "txt") == b"hello again"
+    assert blobs.output_file("j1", "txt").read_bytes() == b"hello again"
     with pytest.raises(FileNotFoundError):
         blobs.read_output("j1", "rttm")
+    with pytest.raises(FileNotFoundError):
+        blobs.output_file("j1", "rttm")
 
 
 def test_the_log_appends_and_reads_back(blobs):
