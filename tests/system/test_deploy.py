@@ -282,3 +282,16 @@ def test_dashboard_uses_only_exported_metrics():
     assert families <= shown, sorted(families - shown)
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_the_wheel_the_image_installs_holds_every_package(tmp_path):
+    """The Dockerfile runs `pip install .`: every package and sub-package must be in the wheel."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    str(ROOT), "-w", str(tmp_path)], check=True, cwd=tmp_path, timeout=300)
+    import zipfile
+
+    with zipfile.ZipFile(next(tmp_path.glob("chorus-*.whl"))) as wheel:
+        packaged = {name.rsplit("/", 1)[0] for name in wheel.namelist() if name.endswith("/__init__.py")}
+    expected = {str(p.parent.relative_to(ROOT)) for pkg in ("gateway", "engine", "shared")
+                for p in (ROOT / pkg).rglob("__init__.py")}
+    assert expected <= packaged, expected - packaged
