@@ -199,10 +199,11 @@ class JobTable:
                 break
         return out
 
-    def evict_over_limit(self) -> list[Job]:
-        """Forget the oldest finished jobs beyond the history bound; returns them."""
-        # Ended, not only finished: a force-deleted job still settling with its engines stays.
-        finished = [j for j in self._jobs.values() if j.finished and j.ended.is_set()]
+    def evict_over_limit(self, ending: Job | None = None) -> list[Job]:
+        """Forget the oldest finished jobs beyond the history bound; returns them. Only jobs that
+        have ended count (and `ending`, whose end is being recorded): a force-deleted job still
+        settling with its engines stays."""
+        finished = [j for j in self._jobs.values() if j.finished and (j.ended.is_set() or j is ending)]
         evicted = finished[: max(0, len(finished) - self.max_history)]
         for job in evicted:
             del self._jobs[job.id]

@@ -226,7 +226,7 @@ class Worker:
 
     async def _finished(self, job: Job) -> None:
         await self.store.update(job.stored())
-        evicted = self.table.evict_over_limit()
+        evicted = self.table.evict_over_limit(ending=job)
         await self.store.evict([old.id for old in evicted])
         for old in evicted:
             await asyncio.to_thread(self.blobs.remove, old.id)

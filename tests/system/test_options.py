@@ -175,23 +175,6 @@ def test_a_bad_regex_rejects_the_job_with_the_reason(idle_server, speech):
     assert "regular expression '/(unclosed/' is invalid" in response.json()["detail"]
 
 
-def test_disfluencies_are_tagged_or_removed():
-    """Whisper rarely writes hesitations, and none of the offline corpora has one it writes,
-    so this one runs the transcript step on results as the engine returns them."""
-    from gateway import jobconfig
-    from gateway.options import rewrite_results
-    from gateway.transcript.model import words_to_results
-    from shared.messages import Word
-
-    heard = [Word(0.0, 0.3, " Um,", 0.9), Word(0.4, 0.6, " so", 0.9), Word(0.7, 0.9, " uh", 0.8),
-             Word(1.0, 1.3, " yes.", 0.9)]
-    tagged = rewrite_results(words_to_results(heard, "en"), jobconfig.TranscriptionConfig(language="en"), "en")
-    assert [r.alternatives[0].tags for r in tagged if r.type == "word"] == [["disfluency"], None, ["disfluency"], None]
-    removed = rewrite_results(words_to_results(heard, "en"), jobconfig.TranscriptionConfig(
-        language="en", transcript_filtering_config=jobconfig.TranscriptFilteringConfig(remove_disfluencies=True)), "en")
-    assert [r.alternatives[0].content for r in removed] == ["So", "yes", "."]
-
-
 # ---- output locale -------------------------------------------------------------------------
 
 

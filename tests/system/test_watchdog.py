@@ -249,9 +249,14 @@ def test_progress_of_a_finished_job_and_its_log(idle_watched, long_speech):
     final = progress(server, job_id)
     duration = testdata.decode(long_speech[0]).size / 16000
     # Two tasks each cover the whole file: the diarization and the one ASR segment.
+    tasks = final.pop("tasks")
     assert final == {"job_id": job_id, "status": "done", "step": "done", "progress": 1.0,
                      "audio_seconds_done": pytest.approx(2 * duration, abs=0.05),
                      "audio_seconds_total": pytest.approx(2 * duration, abs=0.05)}
+    assert [(t["kind"], t["state"], t["attempts"]) for t in tasks] == [("diarization", "done", 1),
+                                                                       ("transcription", "done", 1)]
+    assert tasks[1]["start"] == 0 and tasks[1]["end"] == pytest.approx(duration, abs=0.01)
+    assert tasks[1]["cut_before"] == "start" and tasks[1]["cut_after"] == "end"
     log = server.http.get(f"/v2/jobs/{job_id}/log").text
     assert "progress: 50% (" in log
     assert server.http.get("/v2/jobs/0123456789abcdef0123/progress").status_code == 404
