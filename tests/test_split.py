@@ -154,12 +154,10 @@ def test_k_engines_match_the_unsplit_transcript(server, recording, unsplit, k):
     # Sentence ends stay marked across a cut: a sentence that ends before a cut without a split
     # still ends there with one. (The reverse need not hold: a segment's last word before a
     # long pause may get a full stop that Whisper, reading on across the pause, did not write:
-    # seen at a 2 s pause at 101.48 s on every ISA.) Elsewhere Whisper may punctuate a spoken
-    # list with commas or with full stops depending on its 30 s window, so the total only has
-    # to be about the same.
-    def ends(t: dict) -> int:
-        return sum(1 for r in t["results"] if r.get("is_eos"))
-
+    # seen at a 2 s pause at 101.48 s on every ISA.) Elsewhere nothing is asked of the marks:
+    # Whisper punctuates the prompts' spoken lists with commas or with full stops depending on
+    # the text before its window, so a segment that starts afresh may end 47 sentences where
+    # the whole file ends 22 (seen with AVX-512), with the same words.
     def ends_before(t: dict, cut: float) -> bool:
         """Whether the last word that starts before `cut` ends a sentence (with its marks)."""
         results = t["results"]
@@ -169,7 +167,6 @@ def test_k_engines_match_the_unsplit_transcript(server, recording, unsplit, k):
 
     for cut in cuts:
         assert ends_before(split, cut) or not ends_before(unsplit, cut), cut
-    assert abs(ends(split) - ends(unsplit)) <= max(3, 0.15 * ends(unsplit)), (ends(split), ends(unsplit))
 
 
 def test_three_engines_and_a_cut_forced_inside_speech(tmp_path, corpus, recording, unsplit):
