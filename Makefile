@@ -18,7 +18,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/chorus prepare-models
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# The console's browser tests drive Debian's Chromium and its driver (Playwright's and Selenium's
+# own browser downloads are unreachable offline); installed here when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(VENV)/.installed-browser: | $(BIN)/python
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-browser
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 

@@ -1,4 +1,5 @@
-"""HTTP routes: the v2 job API and the worker's health endpoints (api-reference §4).
+"""HTTP routes: the v2 job API, the worker's health endpoints (api-reference §4), and the web
+console (a page and its static files, which speak only the public API).
 
 Each handler reads its parameters, asks the worker, and encodes the answer; errors are raised
 as domain errors (gateway/errors.py) and answered by gateway/http/errors.py.
@@ -7,12 +8,14 @@ as domain errors (gateway/errors.py) and answered by gateway/http/errors.py.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from gateway.errors import InvalidQuery, JobDeleted
 from gateway.http import openapi as openapi_document
@@ -149,6 +152,15 @@ async def metrics(request: Request) -> Response:
 
 
 _OPENAPI = msgspec.json.encode(openapi_document.build())
+CONSOLE = Path(__file__).parent / "console"
+_CONSOLE_PAGE = (CONSOLE / "index.html").read_text(encoding="utf-8")
+
+
+async def console(request: Request) -> Response:
+    """The web console's page; it tells the script whether the API wants a key, so that the
+    console asks for one before its first request instead of after a 401."""
+    auth = "required" if _worker(request).settings.api_key else "none"
+    return HTMLResponse(_CONSOLE_PAGE.replace("{{auth}}", auth), headers={"Cache-Control": "no-cache"})
 
 
 async def openapi(request: Request) -> Response:
@@ -156,6 +168,8 @@ async def openapi(request: Request) -> Response:
 
 
 routes = [
+    Route("/", console, methods=["GET"]),
+    Mount("/console", StaticFiles(directory=CONSOLE), name="console"),
     Route("/v2/jobs", create_job, methods=["POST"]),
     Route("/v2/jobs", list_jobs, methods=["GET"]),
     Route("/v2/jobs/{job_id}", get_job, methods=["GET"]),
