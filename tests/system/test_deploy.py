@@ -295,3 +295,6 @@ def test_the_wheel_the_image_installs_holds_every_package(tmp_path):
     expected = {str(p.parent.relative_to(ROOT)) for pkg in ("gateway", "engine", "shared")
                 for p in (ROOT / pkg).rglob("__init__.py")}
     assert expected <= packaged, expected - packaged
+    with zipfile.ZipFile(next(tmp_path.glob("chorus-*.whl"))) as wheel:
+        console = {n.rsplit("/", 1)[1] for n in wheel.namelist() if n.startswith("gateway/http/console/")}
+    assert console == {"index.html", "console.js", "console.css"}  # the web console ships in the package
