@@ -5,14 +5,20 @@
 
 const KEY = "chorus-api-key"; // the API key lives in this tab's sessionStorage only
 const POLL_MS = 2000; // the list, the capacity and (at most PROGRESS_AT_ONCE) running jobs' progress
-const PROGRESS_AT_ONCE = 4; // so a poll is at most 2 + 4 requests: a few a second in all
+const PROGRESS_AT_ONCE = 3; // a poll: capacity, list, 3 progresses, and the open job's 3: 4 a second at most
 const PAGE = 20;
 const LANGUAGES = ["en", "auto", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "ru", "uk", "cs", "tr", "ar", "hi",
   "ja", "ko", "zh"];
 const PALETTE = ["#2457c5", "#c2410c", "#15803d", "#9333ea", "#b91c1c", "#0e7490", "#a16207", "#be185d"];
 
 const $ = (selector) => document.querySelector(selector);
-const state = { before: null, selected: null, selectedStatus: null, rows: new Map(), timer: null };
+const WORDS_PER_PARAGRAPH = 80; // a long monologue is cut at a sentence end past this many words
+const WORDS_PER_FRAME = 1500; // how much of a transcript is added to the page per animation frame
+const state = {
+  before: null, selected: null, selectedStatus: null, rows: new Map(), timer: null,
+  polling: null, pollAgain: false, // one poll at a time; a request for another runs right after
+  opened: 0, // the latest openJob: an older one's late answers are dropped
+};
 
 class ApiError extends Error {
   constructor(status, detail) { super(`${status}: ${detail}`); this.status = status; this.detail = detail; }
@@ -28,6 +34,7 @@ function authHeaders(extra = {}) {
 async function request(path, options = {}) {
   const response = await fetch(path, { ...options, headers: authHeaders(options.headers) });
   if (response.status === 401) {
+    sessionStorage.removeItem(KEY); // a wrong or expired key: ask again, and stop polling until then
     showAuth(true);
     throw new ApiError(401, "this worker needs its API key");
   }
@@ -45,8 +52,10 @@ function needsKey() {
 }
 
 function showAuth(show) {
-  $("#auth").hidden = !show;
-  if (show) $("#api-key").focus();
+  const panel = $("#auth");
+  const appearing = show && panel.hidden;
+  panel.hidden = !show;
+  if (appearing) $("#api-key").focus();
 }
 
 // ---- elements --------------------------------------------------------------------------------
@@ -78,8 +87,9 @@ async function refreshCapacity() {
   const capacity = await getJson("/jobs");
   const used = capacity.max_engines - capacity.unused_engines;
   const queued = (capacity.queued_jobs || []).length;
-  $('[data-testid="capacity"]').textContent =
-    `engines in use: ${used} of ${capacity.max_engines} · queued jobs: ${queued}`;
+  const text = `engines in use: ${used} of ${capacity.max_engines} · queued jobs: ${queued}`;
+  const box = $('[data-testid="capacity"]');
+  if (box.textContent !== text) box.textContent = text; // announced only when it changes
   const engines = $("#engines");
   engines.max = String(capacity.max_engines);
   if (Number(engines.value) > capacity.max_engines) engines.value = String(capacity.max_engines);
@@ -110,12 +120,15 @@ async function refreshJobs() {
   const running = jobs.filter((job) => job.status === "running").slice(0, PROGRESS_AT_ONCE);
   await Promise.all(running.map((job) => refreshProgress(job.id)));
   const selected = jobs.find((job) => job.id === state.selected);
-  if (selected && selected.status !== state.selectedStatus) await openJob(selected.id);
+  // The open job: again when its status changed, and while it runs (its tasks and log move).
+  if (selected && (selected.status !== state.selectedStatus || selected.status === "running")) {
+    await openJob(selected.id);
+  }
 }
 
 function jobRow(job) {
   const open = el("button", { type: "button", class: "open", text: job.data_name || "(fetched audio)" });
-  open.addEventListener("click", () => openJob(job.id));
+  open.addEventListener("click", () => openJob(job.id).catch(showError));
   const remove = el("button", { type: "button", class: "danger", "data-testid": "delete-job",
     "aria-label": `Delete ${job.data_name || job.id}`, text: "Delete" });
   remove.addEventListener("click", () => deleteJob(job.id));
@@ -129,13 +142,16 @@ function jobRow(job) {
 function updateRow(row, job) {
   row.dataset.status = job.status;
   row.classList.toggle("selected", job.id === state.selected);
+  if (job.id === state.selected) row.setAttribute("aria-current", "true");
+  else row.removeAttribute("aria-current");
   const status = row.querySelector('[data-testid="job-status"]');
   status.textContent = job.status;
   status.className = `status-${job.status}`;
   const cell = row.querySelector("td.state");
   let progress = cell.querySelector('[data-testid="job-progress"]');
   if (job.status === "running" && !progress) {
-    progress = el("progress", { "data-testid": "job-progress", max: "1", value: "0", "aria-label": "progress" });
+    progress = el("progress", { "data-testid": "job-progress", max: "1", value: "0",
+      "aria-label": `progress of ${job.data_name || job.id}` });
     cell.append(" ", progress);
   } else if (job.status !== "running" && progress) {
     progress.remove();
@@ -192,8 +208,8 @@ async function submit(event) {
     showError(null);
     state.before = null;
     state.selected = created.id;
+    state.selectedStatus = null; // the poll opens it
     await poll();
-    await openJob(created.id);
   } catch (error) {
     showError(error);
   } finally {
@@ -204,12 +220,17 @@ async function submit(event) {
 // ---- one job ------------------------------------------------------------------------------
 
 async function openJob(jobId) {
+  const opened = ++state.opened;
+  const current = () => opened === state.opened; // a later openJob supersedes this one
   state.selected = jobId;
   for (const [id, row] of state.rows) row.classList.toggle("selected", id === jobId);
   const { job } = await getJson(`/v2/jobs/${encodeURIComponent(jobId)}`);
+  if (!current()) return;
+  const reopened = state.selectedStatus === job.status && $("#job-title").dataset.jobId === job.id;
   state.selectedStatus = job.status;
   $("#job-panel").hidden = false;
   $("#job-title").textContent = job.data_name || job.id;
+  $("#job-title").dataset.jobId = job.id;
   $("#job-summary").textContent = `${job.status} · ${job.duration} s of audio · id ${job.id}`
     + (job.errors.length ? ` · ${job.errors.map((e) => e.message).join("; ")}` : "");
   for (const format of ["json", "txt", "srt"]) {
@@ -222,11 +243,13 @@ async function openJob(jobId) {
     getJson(`/v2/jobs/${encodeURIComponent(job.id)}/progress`).catch(() => null),
     request(`/v2/jobs/${encodeURIComponent(job.id)}/log`).then((r) => r.text()).catch(() => ""),
   ]);
+  if (!current()) return;
   $("#log").textContent = log;
   renderSegments(progress ? progress.tasks : []);
+  if (reopened) return; // the same job in the same state: its transcript is on the page already
   if (job.status === "done") {
     const transcript = await getJson(`/v2/jobs/${encodeURIComponent(job.id)}/transcript?format=json-v2`);
-    renderTranscript(transcript, job.duration);
+    if (current()) renderTranscript(transcript, job.duration);
   } else {
     renderTranscript(null, 0);
   }
@@ -247,20 +270,27 @@ function renderSegments(tasks) {
     el("tbody", {}, ...rows)));
 }
 
-// Paragraphs at speaker changes and long pauses; words as spans carrying their speaker.
+// Who a result belongs to on the page: its channel (channel diarization) or its speaker.
+const voiceOf = (result) => result.channel || result.alternatives[0].speaker || "UU";
+
+// Paragraphs at speaker changes, long pauses, and sentence ends past WORDS_PER_PARAGRAPH words.
 function paragraphs(results) {
   const out = [];
   let current = null;
   let lastEnd = 0;
   for (const result of results) {
-    const alternative = result.alternatives[0];
     if (result.type === "word") {
-      const speaker = alternative.speaker || "UU";
-      if (!current || current.speaker !== speaker || result.start_time - lastEnd > 2.5) {
-        current = { speaker, start: result.start_time, items: [] };
+      const voice = voiceOf(result);
+      if (!current || current.speaker !== voice || result.start_time - lastEnd > 2.5
+          || (current.words >= WORDS_PER_PARAGRAPH && current.ended)) {
+        current = { speaker: voice, start: result.start_time, items: [], words: 0, ended: false };
         out.push(current);
       }
+      current.words += 1;
+      current.ended = false;
       lastEnd = result.end_time;
+    } else if (current && result.is_eos) {
+      current.ended = true;
     }
     if (current) current.items.push(result);
   }
@@ -289,14 +319,18 @@ function renderTranscript(transcript, duration) {
   const parts = paragraphs(transcript.results);
   const speakers = [...new Set(parts.map((p) => p.speaker))];
   renderTimeline(timeline, parts, speakers, duration || transcript.job.duration || 1);
-  // A long transcript is rendered a batch per frame, so the page stays responsive.
+  // A long transcript is added a few paragraphs per frame, so the page stays responsive.
   let next = 0;
   const batch = () => {
     if (render !== renderTranscript.generation) return;
     const fragment = document.createDocumentFragment();
-    for (const part of parts.slice(next, next + 150)) fragment.append(paragraph(part, speakers));
+    let words = 0;
+    while (next < parts.length && words < WORDS_PER_FRAME) {
+      fragment.append(paragraph(parts[next], speakers));
+      words += parts[next].words;
+      next += 1;
+    }
     box.append(fragment);
-    next += 150;
     if (next < parts.length) requestAnimationFrame(batch);
   };
   if (!parts.length) box.append(el("p", { text: "No speech was found." }));
@@ -363,15 +397,28 @@ async function download(event) {
 
 // ---- the loop ---------------------------------------------------------------------------------
 
+// One poll at a time: a poll asked for while one runs (after a submit or a delete) runs right
+// after it, so an older answer never lands last.
 async function poll() {
-  clearTimeout(state.timer);
-  try {
-    if (!needsKey()) await Promise.all([refreshCapacity(), refreshJobs()]);
-  } catch (error) {
-    if (error.status !== 401) console.warn("console poll:", error.message);
-  } finally {
-    state.timer = setTimeout(poll, document.hidden ? POLL_MS * 5 : POLL_MS);
+  if (state.polling) {
+    state.pollAgain = true;
+    return state.polling;
   }
+  clearTimeout(state.timer);
+  state.polling = (async () => {
+    try {
+      if (!needsKey()) await Promise.all([refreshCapacity(), refreshJobs()]);
+    } catch (error) {
+      if (error.status !== 401) console.warn("console poll:", error.message);
+    }
+  })();
+  await state.polling;
+  state.polling = null;
+  if (state.pollAgain) {
+    state.pollAgain = false;
+    return poll();
+  }
+  state.timer = setTimeout(poll, document.hidden ? POLL_MS * 5 : POLL_MS);
 }
 
 function start() {
@@ -380,10 +427,14 @@ function start() {
   $("#submit-form").addEventListener("submit", submit);
   $("#auth-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    sessionStorage.setItem(KEY, $("#api-key").value.trim());
+    const key = $("#api-key").value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY, key);
+    $("#api-key").value = "";
     showAuth(false);
     poll();
   });
+  // Older: the jobs created before the oldest one shown (the API's created_before).
   $("#older").addEventListener("click", () => { state.before = $("#older").dataset.before || null; poll(); });
   $("#newer").addEventListener("click", () => { state.before = null; poll(); });
   for (const link of document.querySelectorAll(".downloads a")) link.addEventListener("click", download);
