@@ -60,6 +60,16 @@ def choose_model(requested: str, language: str, engine: m.Ready, job: Job) -> st
     raise ValueError(f"no configured model supports language {language!r}")
 
 
+def _raise_if_failed(reply: m.Reply, failure: str) -> None:
+    """TaskFailed for an engine's Failed (its reason after `failure`), or Cancelled (the engine
+    was told to stop: shutdown)."""
+    match reply:
+        case m.Failed():
+            raise TaskFailed(f"{failure}{reply.reason}")
+        case m.Cancelled():
+            raise TaskFailed(f"{failure}cancelled")
+
+
 def _seconds(samples: int) -> float:
     return samples / m.SAMPLE_RATE
 
@@ -244,13 +254,9 @@ class Runner:
                     raise TaskFailed(f"{name} failed: {exc} (after one retry)") from None
                 job.log(f"{name}: {exc}; retrying once on its respawned engine", "WARNING")
                 continue
-            match reply:
-                case m.Failed():
-                    raise TaskFailed(f"{failure}{reply.reason}")
-                case m.Cancelled():  # the engine was told to stop (shutdown)
-                    raise TaskFailed(f"{failure}cancelled")
-                case _ if isinstance(reply, expect):
-                    return reply
+            _raise_if_failed(reply, failure)
+            if isinstance(reply, expect):
+                return reply
             raise TypeError(f"{name}: engine {engine.index} answered {type(reply).__name__}")
         raise AssertionError("unreachable")
 
@@ -319,11 +325,8 @@ class Runner:
 
     @staticmethod
     def _task_reply(job: Job, engine: EngineHandle, task: Task, reply: m.Reply) -> m.Transcribed | m.Diarized:
+        _raise_if_failed(reply, f"{task.name} failed: ")
         match reply:
-            case m.Failed():
-                raise TaskFailed(f"{task.name} failed: {reply.reason}")
-            case m.Cancelled():  # the engine was told to stop (shutdown)
-                raise TaskFailed(f"{task.name} failed: cancelled")
             case m.Transcribed() | m.Diarized():
                 what = (f"{len(reply.words)} words" if isinstance(reply, m.Transcribed)
                         else f"{len(reply.centroids)} speakers in {len(reply.turns)} turns")
