@@ -5,12 +5,19 @@ which ships its `campplus_cn_en_common.pt` weights); module names are kept so th
 state dict loads unchanged. `CamPlusPlus` wraps it in a pyannote `Model`: it takes
 waveforms plus pyannote's per-frame speaker weights, computes 80-bin Kaldi fbank, keeps
 the frames where the speaker is active, and embeds a whole batch at once.
+
+On the CPU the network runs in ONNX Runtime (exported once, beside the weights): 1.3-1.7x
+the throughput of eager torch and 1.1-1.3x that of a frozen TorchScript trace at one thread
+(bench/diarize.py). On a GPU it runs in torch.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import OrderedDict
 from functools import cached_property
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -185,29 +192,71 @@ def fbank(waveform: torch.Tensor) -> torch.Tensor:
                        dither=0.0, sample_frequency=SAMPLE_RATE)
 
 
+def onnx_path(weights: str) -> Path:
+    return Path(weights).with_suffix(".onnx")
+
+
+def export_onnx(weights: str) -> Path:
+    """The network as ONNX beside its weights (batch and frames dynamic); written once, atomically,
+    so engines starting together may race for it harmlessly."""
+    target = onnx_path(weights)
+    if target.is_file():
+        return target
+    net = CAMPPlus()
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net.eval()
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    torch.onnx.export(net, (torch.zeros(2, 150, FBANK_BINS),), tmp, input_names=["fbank"],
+                      output_names=["embedding"], dynamic_axes={"fbank": {0: "batch", 1: "frames"}},
+                      opset_version=17, dynamo=False)
+    os.chmod(tmp, 0o644)  # readable by the engines' user, as the weights are
+    os.replace(tmp, target)
+    return target
+
+
+def onnx_session(weights: str, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(export_onnx(weights)), options, providers=["CPUExecutionProvider"])
+
+
 class CamPlusPlus(Model):
     """CAM++ as the embedding model of pyannote's SpeakerDiarization pipeline."""
 
-    def __init__(self, weights: str) -> None:
+    def __init__(self, weights: str, threads: int = 1) -> None:
         super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
         self.campplus = CAMPPlus()
         self.campplus.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.campplus.eval()
+        self.session = onnx_session(weights, threads)
 
     @cached_property
     def dimension(self) -> int:
         return DIMENSION
+
+    def _network(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.device.type != "cpu":
+            return self.campplus(batch)
+        return torch.from_numpy(self.session.run(None, {"fbank": batch.numpy()})[0])
 
     def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, 1, samples) [+ (batch, frames) speaker activity] -> (batch, 192).
 
         pyannote asks for an embedding of every (chunk, local speaker) pair; a speaker
         (nearly) silent in a chunk gets NaN, which its clustering skips, instead of compute.
+        The pairs of one chunk share its waveform, so its fbank is computed once.
         """
         out = torch.full((waveforms.shape[0], DIMENSION), float("nan"))
         features: dict[int, torch.Tensor] = {}
+        previous, feats_of_previous = None, None
         for i, waveform in enumerate(waveforms[:, 0]):
-            feats = fbank(waveform)
+            if previous is None or not torch.equal(waveform, previous):
+                previous, feats_of_previous = waveform, fbank(waveform)
+            feats = feats_of_previous
             if weights is not None:
                 # pyannote's activity frames -> fbank frames, by nearest position
                 index = torch.linspace(0, weights.shape[1] - 1, feats.shape[0]).round().long()
@@ -223,5 +272,5 @@ class CamPlusPlus(Model):
             longest = max(features[i].shape[0] for i in items)
             batch = torch.stack([features[i].repeat(-(-longest // features[i].shape[0]), 1)[:longest]
                                  for i in items])
-            out[items] = self.campplus(batch)
+            out[items] = self._network(batch).to(out.device)
         return out

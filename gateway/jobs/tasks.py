@@ -109,6 +109,7 @@ def build_tasks(job_id: str, source: Source, tc: TranscriptionConfig, translatio
     diarization = None
     if tc.diarization == "speaker":
         diarization = Task("speaker diarization", m.Diarize(
-            job_id=job_id, audio_path=source.audio_path, sensitivity=tc.speaker_config.sensitivity),
+            job_id=job_id, audio_path=source.audio_path, sensitivity=tc.speaker_config.sensitivity,
+            operating_point=model, max_speakers=tc.speaker_config.max_speakers),
             source.duration)
     return TaskGroups(asr=asr, translation=translated, diarization=diarization, translation_errors=errors)

@@ -42,6 +42,9 @@ class SpeakerDiarizationConfig(msgspec.Struct):
     speaker_sensitivity: Sensitivity | None = None
     speakers_sensitivity: Sensitivity | None = None  # the spelling of the speaker-ID docs page
     prefer_current_speaker: bool = False
+    # Realtime's cap on the number of speakers (§8.2); batch clients may send it too, and it
+    # holds here as well.
+    max_speakers: Annotated[int, msgspec.Meta(ge=2, le=100)] | None = None
     get_speakers: bool = False
     speakers: list[KnownSpeaker] | None = None
 

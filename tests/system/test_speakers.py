@@ -15,6 +15,7 @@ from chorus_server import ChorusServer, text
 from speech import normalise
 
 SPEAKER = {"type": "transcription", "transcription_config": {"language": "en", "diarization": "speaker"}}
+VOICES4 = ["allison", "reader", "call-a", "call-b"]
 ORDER = ["allison", "reader", "call-a", "call-b", "reader", "allison", "call-b", "call-a",
          "allison", "call-a", "reader", "call-b", "allison", "reader"]
 
@@ -57,14 +58,29 @@ def conversation(audio_dir):
     return testdata.write_wav(samples, audio_dir / "conversation.wav"), reference
 
 
-def test_der_on_the_pyannote_sample(idle_server):
+def with_speaker_config(model: str = "standard", **sdc) -> dict:
+    config = json.loads(json.dumps(SPEAKER))
+    config["transcription_config"]["model"] = model
+    config["transcription_config"]["speaker_diarization_config"] = sdc
+    return config
+
+
+def speaker_count(server: ChorusServer, job_id: str) -> int:
+    return len(hypothesis(server, job_id).labels())
+
+
+# DER bounds: today's measured DER (docs/benchmarks.md, both operating points: sample 5-6 %,
+# 14-turn conversation 4-5 %) plus a margin for other CPUs' kernels; the pre-issue-15 pipeline
+# measured 6.0 % and 4.3 %.
+@pytest.mark.parametrize("model", ["standard", "enhanced"])
+def test_der_on_the_pyannote_sample(idle_server, model):
     audio, _ = testdata.pyannote_sample()
-    transcript, job_id = run_diarized(idle_server, audio)
+    transcript, job_id = run_diarized(idle_server, audio, with_speaker_config(model))
     reference = annotation(
         (float(r[3]), float(r[3]) + float(r[4]), r[7])
         for r in (line.split() for line in audio.with_suffix(".rttm").read_text().splitlines()))
     der = DiarizationErrorRate(collar=0.25)(reference, hypothesis(idle_server, job_id))
-    assert der <= 0.10, der
+    assert der <= 0.08, der
     labels = [r["alternatives"][0]["speaker"] for r in transcript["results"]]
     assert set(labels) == {"S1", "S2"} and labels[0] == "S1"  # numbered by first appearance
     log = idle_server.http.get(f"/v2/jobs/{job_id}/log").text
@@ -78,7 +94,7 @@ def test_conversation_of_four_real_voices(idle_server, conversation, engines):
     ref, hyp = annotation(reference), hypothesis(idle_server, job_id)
     metric = DiarizationErrorRate(collar=0.25)
     der = metric(ref, hyp)
-    assert der <= 0.20, der
+    assert der <= 0.10, der
     mapping = metric.optimal_mapping(ref, hyp)
     assert words_with_right_speaker(transcript, reference, mapping) >= 0.90
     # Every word has a speaker; punctuation carries its word's.
@@ -99,11 +115,48 @@ def test_sensitivity_moves_the_number_of_speakers(idle_server, conversation):
     audio, _ = conversation
     counts = []
     for sensitivity in (0.0, 1.0):
-        config = json.loads(json.dumps(SPEAKER))
-        config["transcription_config"]["speaker_diarization_config"] = {"speaker_sensitivity": sensitivity}
-        _, job_id = run_diarized(idle_server, audio, config)
-        counts.append(len(hypothesis(idle_server, job_id).labels()))
-    assert counts[0] <= counts[1], counts
+        _, job_id = run_diarized(idle_server, audio, with_speaker_config(speaker_sensitivity=sensitivity))
+        counts.append(speaker_count(idle_server, job_id))
+    assert counts[0] < counts[1], counts  # four voices: measured 3 and 6
+
+
+def test_max_speakers_caps_the_speakers(idle_server, conversation):
+    audio, _ = conversation
+    transcript, job_id = run_diarized(idle_server, audio, with_speaker_config(max_speakers=2))
+    assert speaker_count(idle_server, job_id) == 2
+    assert {r["alternatives"][0]["speaker"] for r in transcript["results"]} == {"S1", "S2"}
+
+
+def speaker_changes(transcript: dict) -> int:
+    speakers = [r["alternatives"][0]["speaker"] for r in transcript["results"] if r["type"] == "word"]
+    return sum(a != b for a, b in zip(speakers, speakers[1:]))
+
+
+def test_prefer_current_speaker_changes_speaker_less_often(idle_server):
+    """pyannote's sample call has overlapping speech, where words lie near ties between two
+    turns: preferring the current speaker never adds a change (the exact rule: tests/unit)."""
+    audio, _ = testdata.pyannote_sample()
+    plain, _ = run_diarized(idle_server, audio, with_speaker_config())
+    sticky, _ = run_diarized(idle_server, audio, with_speaker_config(prefer_current_speaker=True))
+    assert [r["alternatives"][0]["content"] for r in plain["results"]] == \
+        [r["alternatives"][0]["content"] for r in sticky["results"]]
+    assert speaker_changes(sticky) <= speaker_changes(plain)
+
+
+def test_ten_minutes_of_conversation_diarize_at_the_new_cost(idle_server):
+    """A regression guard, not the speed target (bench/diarize.py): before issue 15 the
+    diarization ran at RTF 0.18-0.24 on this kind of machine; the bound is generous for
+    slower CPUs."""
+    order = [VOICES4[i % 4] for i in np.random.default_rng(11).permutation(125)]
+    samples, reference = testdata.conversation(order)
+    assert samples.size / testdata.RATE >= 590
+    audio = testdata.write_wav(samples, idle_server.output.parent / "ten-minutes.wav")
+    _, job_id = run_diarized(idle_server, audio, with_speaker_config(), processing={"parallel_engines": 2})
+    log = idle_server.http.get(f"/v2/jobs/{job_id}/log").text
+    rtf = float(re.search(r"speaker diarization done on engine \d: [\d.]+ s in [\d.]+ s \(RTF ([\d.]+)\)",
+                          log).group(1))
+    assert rtf <= 0.10, rtf
+    assert DiarizationErrorRate(collar=0.25)(annotation(reference), hypothesis(idle_server, job_id)) <= 0.15
 
 
 def test_channel_diarization(idle_server, audio_dir):
@@ -154,6 +207,7 @@ def test_channel_diarization(idle_server, audio_dir):
         ({"speakers": [{"label": "Alice", "speaker_identifiers": ["x", "x"]}]}, "repeat"),
         ({"speakers": [{"label": f"P{i}", "speaker_identifiers": [f"id{i}"]} for i in range(51)]}, "at most 50"),
         ({"speaker_sensitivity": 1.5}, "speaker_sensitivity"),
+        ({"max_speakers": 1}, "max_speakers"),
     ],
 )
 def test_bad_speaker_config_is_refused(idle_server, speech, sdc, fragment):
