@@ -32,6 +32,7 @@ class Capacity(msgspec.Struct, omit_defaults=True):
     max_engines: int
     unused_engines: int
     queued_jobs: list[ActiveJob] | None = None  # with --queue-size: waiting, in arrival order
+    workers: list[dict] | None = None  # cluster mode: each live worker's id, url, engines and engines in use
 
 
 class JobProgressBody(msgspec.Struct):

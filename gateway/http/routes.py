@@ -62,17 +62,13 @@ async def list_jobs(request: Request) -> Response:
         limit = 0
     if not 1 <= limit <= MAX_LIST:
         raise InvalidQuery(f"limit must be an integer from 1 to {MAX_LIST}, got {raw_limit!r}")
-    jobs = _worker(request).jobs(limit, _query_time(request, "created_before"), _query_time(request, "created_after"))
+    jobs = await _worker(request).jobs(limit, _query_time(request, "created_before"), _query_time(request, "created_after"))
     return json_response(JobList(jobs=[j.details() for j in jobs]))
 
 
 async def _waited_job(request: Request) -> Job:
     """The job (404, 410 first), after the SaaS `wait` long-poll: up to `wait` s for it to end."""
-    job = _worker(request).job(request.path_params["job_id"])
-    seconds = _wait_seconds(request)
-    if seconds:
-        await job.wait(seconds)
-    return job
+    return await _worker(request).waited_job(request.path_params["job_id"], _wait_seconds(request))
 
 
 def _wait_seconds(request: Request) -> float | None:
@@ -101,11 +97,12 @@ async def get_transcript(request: Request) -> Response:
 async def get_log(request: Request) -> Response:
     worker = _worker(request)
     # Read whole, not streamed: the log grows while the job runs.
-    return Response(await worker.log_of(worker.job(request.path_params["job_id"])), media_type=MEDIA_TYPES["txt"])
+    job = await worker.job(request.path_params["job_id"])
+    return Response(await worker.log_of(job), media_type=MEDIA_TYPES["txt"])
 
 
 async def get_progress(request: Request) -> Response:
-    job = _worker(request).job(request.path_params["job_id"])
+    job = await _worker(request).job(request.path_params["job_id"])
     if job.status == DELETED:
         raise JobDeleted(job.id)
     p, done = job.progress, job.status == DONE
@@ -124,13 +121,14 @@ async def delete_job(request: Request) -> Response:
 
 
 async def capacity(request: Request) -> Response:
-    worker = _worker(request)
-    queued = worker.queued()
+    view = await _worker(request).capacity()
     return json_response(Capacity(
-        active_jobs=[ActiveJob(job_id=j, parallel_engines=k) for j, k in worker.active().items()],
-        max_engines=worker.engines_total,
-        unused_engines=worker.engines_unused,
-        queued_jobs=None if queued is None else [ActiveJob(job_id=j, parallel_engines=k) for j, k in queued.items()],
+        active_jobs=[ActiveJob(job_id=j, parallel_engines=k) for j, k in view.active.items()],
+        max_engines=view.max_engines,
+        unused_engines=view.unused_engines,
+        queued_jobs=None if view.queued is None else [ActiveJob(job_id=j, parallel_engines=k)
+                                                      for j, k in view.queued.items()],
+        workers=view.workers,
     ))
 
 

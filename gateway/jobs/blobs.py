@@ -4,7 +4,8 @@
 implementation, a folder per job under --all-formats. Engines read the upload and write and
 read the decoded audio by path, so those two stay local files in any implementation. Every
 method is blocking I/O: the worker calls them in a thread. File names are fixed; an uploaded
-filename never becomes a path.
+filename never becomes a path. Outputs and logs are kept per `attempt` (a job taken over by
+another worker in cluster mode runs its next attempt); a single worker has only attempt 1.
 """
 
 from __future__ import annotations
@@ -32,17 +33,18 @@ class BlobStore(Protocol):
 
     def write_config(self, job_id: str, text: str) -> None: ...
 
-    def write_outputs(self, job_id: str, files: dict[str, bytes | str]) -> None:
+    def write_outputs(self, job_id: str, files: dict[str, bytes | str], *, attempt: int = 1) -> None:
         """Outputs by format ("json", "txt", "srt", "rttm"); readers never see half a file."""
 
-    def read_output(self, job_id: str, fmt: str) -> bytes:
+    def read_output(self, job_id: str, fmt: str, *, attempt: int = 1) -> bytes:
         """FileNotFoundError if the job has no such output."""
 
-    def output_file(self, job_id: str, fmt: str) -> Path:
+    def output_file(self, job_id: str, fmt: str, *, attempt: int = 1) -> Path:
         """A local file of the output, to serve (with ranges); a remote store keeps a local copy.
         FileNotFoundError if the job has no such output."""
 
-    def append_log(self, job_id: str, line: str) -> None: ...
+    def append_log(self, job_id: str, line: str, *, attempt: int = 1) -> None:
+        """Called on the event loop: it must not wait on the network."""
 
     def read_log(self, job_id: str) -> bytes:
         """FileNotFoundError if the job has no log."""
@@ -75,23 +77,23 @@ class JobFolders:
     def write_config(self, job_id: str, text: str) -> None:
         (self._folder(job_id) / "config.json").write_text(text, encoding="utf-8")
 
-    def write_outputs(self, job_id: str, files: dict[str, bytes | str]) -> None:
+    def write_outputs(self, job_id: str, files: dict[str, bytes | str], *, attempt: int = 1) -> None:
         for fmt, content in files.items():
             path = self._folder(job_id) / OUTPUT_FILES[fmt]
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
             tmp.replace(path)
 
-    def read_output(self, job_id: str, fmt: str) -> bytes:
+    def read_output(self, job_id: str, fmt: str, *, attempt: int = 1) -> bytes:
         return self.output_file(job_id, fmt).read_bytes()
 
-    def output_file(self, job_id: str, fmt: str) -> Path:
+    def output_file(self, job_id: str, fmt: str, *, attempt: int = 1) -> Path:
         path = self._folder(job_id) / OUTPUT_FILES[fmt]
         if not path.is_file():
             raise FileNotFoundError(path)
         return path
 
-    def append_log(self, job_id: str, line: str) -> None:
+    def append_log(self, job_id: str, line: str, *, attempt: int = 1) -> None:
         with open(self._folder(job_id) / "job.log", "a", encoding="utf-8") as f:
             f.write(line)
 
@@ -111,13 +113,14 @@ class JobFolders:
 class JobLog:
     """A job's log: timestamped lines, appended unbuffered (small, and read while the job runs)."""
 
-    def __init__(self, blobs: BlobStore, job_id: str) -> None:
+    def __init__(self, blobs: BlobStore, job_id: str, attempt: int = 1) -> None:
         self.blobs = blobs
         self.job_id = job_id
+        self.attempt = attempt
 
     def __call__(self, message: str, level: str = "INFO") -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
         try:
-            self.blobs.append_log(self.job_id, f"{stamp} {level:<7} {message}\n")
+            self.blobs.append_log(self.job_id, f"{stamp} {level:<7} {message}\n", attempt=self.attempt)
         except FileNotFoundError:  # the job was deleted and its files removed meanwhile
             pass

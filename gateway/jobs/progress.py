@@ -44,6 +44,17 @@ class JobProgress:
         self.tasks: list[TaskState] = []
         self._logged = 0.0  # the last tenth the log stated
 
+    def snapshot(self) -> bytes:
+        """Its step and tasks as JSON (cluster mode shares a running job's progress this way)."""
+        return msgspec.json.encode(_Snapshot(step=self.step, tasks=self.tasks))
+
+    @classmethod
+    def restore(cls, snapshot: bytes | str) -> JobProgress:
+        saved = msgspec.json.decode(snapshot, type=_Snapshot)
+        progress = cls()
+        progress.step, progress.tasks = saved.step, saved.tasks
+        return progress
+
     def start_tasks(self, tasks: list[TaskState]) -> None:
         """The job's tasks are known."""
         self.tasks = tasks
@@ -94,3 +105,8 @@ class JobProgress:
             self._logged = tenth
             return True
         return False
+
+
+class _Snapshot(msgspec.Struct):
+    step: str
+    tasks: list[TaskState]

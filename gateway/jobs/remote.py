@@ -60,7 +60,8 @@ _PARTS = {  # content name -> (file in the job folder, media type)
 }
 
 
-def callback_body(notification: Notification, blobs: BlobStore, job_id: str, jobinfo: bytes) -> dict:
+def callback_body(notification: Notification, blobs: BlobStore, job_id: str, jobinfo: bytes,
+                  attempt: int = 1) -> dict:
     """httpx request arguments for one callback, by the SaaS body rules (blocking reads)."""
 
     def read(name: str) -> tuple[bytes, str]:
@@ -69,7 +70,7 @@ def callback_body(notification: Notification, blobs: BlobStore, job_id: str, job
                 return jobinfo, "application/json"
             if name in _PARTS:
                 fmt, media = _PARTS[name]
-                return blobs.read_output(job_id, fmt), media
+                return blobs.read_output(job_id, fmt, attempt=attempt), media
             if name == "data":
                 return blobs.upload_path(job_id).read_bytes(), "application/octet-stream"
         except FileNotFoundError:  # a rejected job has no transcript

@@ -236,7 +236,7 @@ class Runner:
 
     def _render_and_store(self, job: Job, facts: JobFacts, heard: Heard) -> int:
         rendered = render_outputs(facts, job.parsed, heard, self.speaker_keys, job.log)
-        self.blobs.write_outputs(job.id, rendered.files)
+        self.blobs.write_outputs(job.id, rendered.files, attempt=job.attempt)
         return rendered.words
 
     # ---- engine calls ------------------------------------------------------------------

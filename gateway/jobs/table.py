@@ -86,6 +86,7 @@ class Job:
         self.duration = 0
         self.errors: list[JobErrorItem] = []
         self.task: asyncio.Task | None = None
+        self.attempt = 1  # cluster mode: +1 each time another worker takes the job over
         self.progress = JobProgress()
         self.ended = asyncio.Event()  # set once its end is durable (Worker._life), or when restored
 
@@ -175,6 +176,13 @@ class JobTable:
         for job in self._jobs.values():
             counts[job.status] += 1
         return counts
+
+    def find(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def forget(self, job_id: str) -> None:
+        """Cluster mode: a job leaves this worker's table when it ends here (its row stays the truth)."""
+        self._jobs.pop(job_id, None)
 
     def get(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)

@@ -54,8 +54,18 @@ class Upload(msgspec.Struct):
     size: int = 0  # bytes of data_file received
 
 
+class CapacityView(msgspec.Struct):
+    """What `GET /jobs` shows: the jobs holding engines and waiting, and what the next job can ask for."""
+
+    active: dict[str, int]  # job id -> engines it holds, in admission order
+    queued: dict[str, int] | None  # waiting job id -> engines asked for, in arrival order; None: no queue
+    max_engines: int
+    unused_engines: int
+    workers: list[dict] | None = None  # cluster mode: each live worker's engines
+
+
 class Worker:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: JobStore | None = None, blobs: BlobStore | None = None) -> None:
         self.settings = settings
         root = Path(settings.output_dir)
         self.metrics = Metrics()
@@ -64,8 +74,8 @@ class Worker:
                                on_hang=lambda e: self.metrics.hangs.labels(str(e.index)).inc())
         self.admission: Admission = InProcessAdmission(len(settings.engines), settings.queue_size)
         self.table = JobTable(settings.max_job_history)
-        self.store: JobStore = SqliteJobStore(root)
-        self.blobs: BlobStore = JobFolders(root)
+        self.store: JobStore = store or SqliteJobStore(root)
+        self.blobs: BlobStore = blobs or JobFolders(root)
         self.speaker_keys = SpeakerKeys.from_dir(settings.speaker_secrets_dir)
         self.runner = Runner(settings, self.pool, self.admission, self.blobs, self.metrics, self.speaker_keys)
         self.shutting_down = False
@@ -214,7 +224,7 @@ class Worker:
             "fetch_error" if any("unable to fetch audio" in e.message for e in job.errors) else "error")
         jobinfo = msgspec.json.encode({"job": job.details()})
         for notification in job.parsed.config.notification_config or []:
-            body = await asyncio.to_thread(callback_body, notification, self.blobs, job.id, jobinfo)
+            body = await asyncio.to_thread(callback_body, notification, self.blobs, job.id, jobinfo, job.attempt)
             failure = await notify(notification, job.id, status, body)
             if failure:
                 job.log(failure, "ERROR")
@@ -233,11 +243,18 @@ class Worker:
 
     # ---- reading and deleting -------------------------------------------------------------
 
-    def job(self, job_id: str) -> Job:
+    async def job(self, job_id: str) -> Job:
         """JobNotFound, or JobExpired for one forgotten beyond the history bound."""
         return self.table.get(job_id)
 
-    def jobs(self, limit: int, before: datetime | None, after: datetime | None) -> list[Job]:
+    async def waited_job(self, job_id: str, seconds: float | None) -> Job:
+        """The job (404, 410 first), after the SaaS `wait` long-poll: up to `seconds` for it to end."""
+        job = await self.job(job_id)
+        if seconds:
+            await job.wait(seconds)
+        return job
+
+    async def jobs(self, limit: int, before: datetime | None, after: datetime | None) -> list[Job]:
         return self.table.listing(limit, before, after)
 
     async def transcript(self, job: Job, requested: str | None) -> tuple[Path, str]:
@@ -252,7 +269,7 @@ class Worker:
             raise JobRejected(f"job {job.id} was rejected: " + "; ".join(e.message for e in job.errors))
         if job.status != DONE:
             raise TranscriptNotReady(f"job {job.id} is not finished (status {job.status}, request_id {job.id})")
-        return await asyncio.to_thread(self.blobs.output_file, job.id, fmt), fmt
+        return await asyncio.to_thread(lambda: self.blobs.output_file(job.id, fmt, attempt=job.attempt)), fmt
 
     async def log_of(self, job: Job) -> bytes:
         if job.status == DELETED:
@@ -263,7 +280,7 @@ class Worker:
             raise LogNotAvailable(job.id) from None
 
     async def delete(self, job_id: str, force: bool) -> Job:
-        job = self.job(job_id)
+        job = await self.job(job_id)
         if not job.finished:
             if not force:
                 raise JobLocked(job.id)
@@ -280,21 +297,10 @@ class Worker:
 
     # ---- capacity and health --------------------------------------------------------------
 
-    def active(self) -> dict[str, int]:
-        """Job id -> engines it holds."""
-        return self.admission.active()
-
-    def queued(self) -> dict[str, int] | None:
-        """Waiting job id -> engines it asked for, in arrival order; None without a queue."""
-        return self.admission.queued() if self.admission.queue_size else None
-
-    @property
-    def engines_total(self) -> int:
-        return self.admission.total
-
-    @property
-    def engines_unused(self) -> int:
-        return self.admission.unused
+    async def capacity(self) -> CapacityView:
+        return CapacityView(active=self.admission.active(),
+                            queued=self.admission.queued() if self.admission.queue_size else None,
+                            max_engines=self.admission.total, unused_engines=self.admission.unused)
 
     @property
     def engines_in_use(self) -> int:
