@@ -1,5 +1,5 @@
-"""The JobStore contract (gateway/jobs/store.py): what any implementation must do. Today's is
-SQLite; cluster mode's PostgreSQL joins `STORES`."""
+"""The JobStore contract (gateway/jobs/store.py): what any implementation must do. Embedded mode's
+is SQLite; cluster mode's is PostgreSQL (gateway/cluster/postgres.py), on a fresh database per test."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from gateway.cluster.postgres import PostgresJobStore, make_pool
 from gateway.jobs.store import JobStore, SqliteJobStore
 from gateway.jobs.table import DELETED, DONE, REJECTED, RUNNING, JobErrorItem, StoredJob
 
@@ -20,12 +21,23 @@ def stored(n: int, status: str = RUNNING) -> StoredJob:
                      status=status, duration=0, errors=[])
 
 
-STORES = {"sqlite": lambda tmp_path: SqliteJobStore(tmp_path)}
+def sqlite_stores(request):
+    folder = request.getfixturevalue("tmp_path")
+    return lambda: SqliteJobStore(folder)
+
+
+def postgres_stores(request):
+    url = request.getfixturevalue("database_url")  # only PostgreSQL's tests start the server
+    return lambda: PostgresJobStore(make_pool(url), owns_pool=True)
+
+
+STORES = {"sqlite": sqlite_stores, "postgres": postgres_stores}
 
 
 @pytest.fixture(params=list(STORES))
-def make_store(request, tmp_path):
-    return lambda: STORES[request.param](tmp_path)
+def make_store(request):
+    """Makes stores on one place (a folder, a database), as a worker restarting would."""
+    return STORES[request.param](request)
 
 
 def run(coroutine):
@@ -38,6 +50,7 @@ def test_insert_update_get(make_store):
         job = stored(1)
         await store.insert(job)
         assert await store.get("job01") == job
+        assert (await store.get("job01")).created_at.tzinfo == timezone.utc
         assert await store.get("nope") is None
         error = JobErrorItem(timestamp="2026-12-01T12:00:05.000Z", message="engine 0 hung")
         done = StoredJob(**{**{f: getattr(job, f) for f in job.__struct_fields__},
