@@ -1,18 +1,32 @@
-"""The BlobStore contract (gateway/jobs/blobs.py): what any implementation must do. Today's
-is a folder per job; cluster mode's object store joins `BLOBS`."""
+"""The BlobStore contract (gateway/jobs/blobs.py): what any implementation must do. Embedded
+mode's folder per job, and cluster mode's ObjectBlobs over a shared folder and over S3 (a real
+SeaweedFS server, tests/cluster/seaweed_server.py)."""
 
 from __future__ import annotations
 
 import pytest
 
+from gateway.cluster.objects import FolderBackend, ObjectBlobs, S3Backend
 from gateway.jobs.blobs import BlobStore, JobFolders, JobLog
 
-BLOBS = {"folders": lambda tmp_path: JobFolders(tmp_path / "jobs")}
+
+def s3_backend(request, tmp_path):
+    bucket, prefix = request.getfixturevalue("s3_bucket"), request.getfixturevalue("s3_prefix")
+    return S3Backend.from_url(bucket.url(prefix), endpoint_url=bucket.endpoint_url, access_key=bucket.access_key,
+                              secret_key=bucket.secret_key, region=bucket.region)
 
 
-@pytest.fixture(params=list(BLOBS))
+BACKENDS = {"objects-folder": lambda request, tmp_path: FolderBackend(tmp_path / "store"), "objects-s3": s3_backend}
+
+
+@pytest.fixture(params=["folders", *BACKENDS])
 def blobs(request, tmp_path) -> BlobStore:
-    return BLOBS[request.param](tmp_path)
+    if request.param == "folders":
+        yield JobFolders(tmp_path / "jobs")
+        return
+    store = ObjectBlobs(BACKENDS[request.param](request, tmp_path), tmp_path / "scratch")
+    yield store
+    store.close()
 
 
 def test_a_jobs_files_round_trip(blobs):
