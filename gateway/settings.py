@@ -24,6 +24,20 @@ class SplitSettings(msgspec.Struct, frozen=True):
     overlap_seconds: float = 1.5  # margin each side of a cut that falls inside speech
 
 
+class ClusterSettings(msgspec.Struct, frozen=True):
+    """Cluster mode: many workers on one PostgreSQL database and one object store."""
+
+    database_url: str  # postgresql://…
+    object_store: str  # s3://bucket/prefix, or file:///path (a volume every worker mounts)
+    worker_id: str  # unique and stable per worker (a pod's name): a restart under it reclaims its jobs
+    advertise_url: str  # how others reach this worker (shown in GET /jobs `workers`)
+    lease_seconds: float = 30.0  # a worker silent this long is dead and its jobs are taken over
+    s3_endpoint_url: str | None = None  # AWS_ENDPOINT_URL
+    s3_access_key: str | None = None  # AWS_ACCESS_KEY_ID
+    s3_secret_key: str | None = None  # AWS_SECRET_ACCESS_KEY
+    s3_region: str | None = None  # AWS_REGION
+
+
 class Settings(msgspec.Struct, frozen=True):
     output_dir: str  # --all-formats: the job table and every job's folder
     engines: list[EngineSettings]
@@ -36,3 +50,4 @@ class Settings(msgspec.Struct, frozen=True):
     hang_timeout: float = 300.0  # a busy engine silent this long is killed as hung
     api_key: str | None = None  # required as a bearer token on /v2/* when set
     speaker_secrets_dir: str | None = None  # SM_SPEAKER_ID_SECRETS_DIR: keys for speaker identifiers
+    cluster: ClusterSettings | None = None  # None: the embedded single worker (SQLite + folders)

@@ -19,6 +19,8 @@ ALLOWED = {
     "gateway.transcript": ("gateway.transcript", "gateway.errors", "gateway.settings", "shared"),
     "gateway.jobs": ("gateway.jobs", "gateway.transcript", "gateway.errors", "gateway.settings", "shared",
                      "engine.main"),  # the engine process's entry point, which the pool spawns
+    "gateway.cluster": ("gateway.cluster", "gateway.jobs", "gateway.transcript", "gateway.errors",
+                        "gateway.settings", "shared"),
     "gateway.http": ("gateway.http", "gateway.jobs", "gateway.transcript", "gateway.errors", "gateway.settings",
                      "shared"),
     "gateway.cli": ("gateway", "engine.embedded", "shared"),
