@@ -40,10 +40,17 @@ def _by_kind(kind: str) -> list[dict]:
 def _exported_metrics() -> set[str]:
     """Every sample name the gateway's registry exposes: counters as _total (and _created),
     histograms as _bucket/_sum/_count, gauges as they are; scrape-time families included."""
+    from types import SimpleNamespace
+
+    from gateway.cluster.metrics import ClusterCollector, takeovers
     from gateway.jobs.metrics import Metrics, WorkerCollector
 
     metrics = Metrics()
     metrics.registry.register(WorkerCollector(lambda: [], lambda: {}, lambda: 0, 0))
+    # Cluster mode's gauges (as the reporting worker exports them) and its takeovers counter.
+    cluster = SimpleNamespace(workers=[{"engines": 1, "engines_in_use": 0}], queued={})
+    metrics.registry.register(ClusterCollector(lambda: cluster))
+    takeovers(metrics.registry)
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
                 "gauge": ("",), "summary": ("", "_sum", "_count", "_created")}
     names = set()
@@ -136,14 +143,15 @@ def test_services_select_the_worker_pods():
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     services = {s["metadata"]["name"]: s for s in _by_kind("Service")}
-    assert set(services) == {"chorus", "chorus-free"}
+    assert set(services) == {"chorus"}
     for service in services.values():
         assert service["spec"]["selector"].items() <= pod_labels.items()
         assert [p["port"] for p in service["spec"]["ports"]] == [PORT]
-    # The API keeps reaching a busy or draining pod, where the client's job lives.
-    assert services["chorus"]["spec"]["publishNotReadyAddresses"] is True
-    assert services["chorus"]["spec"]["sessionAffinity"] == "ClientIP"
-    assert not services["chorus-free"]["spec"].get("publishNotReadyAddresses", False)
+    # Cluster mode: every ready worker answers for every job, so a plain Service that follows
+    # readiness; no stickiness, no not-ready addresses.
+    spec = services["chorus"]["spec"]
+    assert not spec.get("publishNotReadyAddresses", False)
+    assert spec.get("sessionAffinity", "None") == "None"
 
 
 def test_servicemonitor_scrapes_metrics_of_one_service():
@@ -168,17 +176,25 @@ def test_hpa_scales_the_deployment_on_a_chorus_metric():
     [deployment] = _by_kind("Deployment")
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-    [metric] = hpa["spec"]["metrics"]
-    assert metric["type"] == "Pods"
-    name = metric["pods"]["metric"]["name"]
+    metrics = hpa["spec"]["metrics"]
+    # Cluster gauges come from one worker at a time: External metrics, not per-pod averages.
+    assert {m["type"] for m in metrics} == {"External"}
+    names = [m["external"]["metric"]["name"] for m in metrics]
 
-    # The metric is served by the prometheus-adapter rule, built from exported series.
+    # Each is served by a prometheus-adapter external rule, built from exported series.
     exported = _exported_metrics()
     values = yaml.safe_load((DEPLOY / "prometheus-adapter" / "values.yaml").read_text())
-    [rule] = [r for r in values["rules"]["custom"] if r["name"]["as"] == name]
-    used = _chorus_names(rule["seriesQuery"] + rule["metricsQuery"])
-    assert used and used <= exported, used - exported
-    assert re.search(rule["name"]["matches"], next(iter(_chorus_names(rule["seriesQuery"]))))
+    rules = {r["name"]["as"]: r for r in values["rules"]["external"]}
+    used = set()
+    for name in names:
+        rule = rules[name]
+        names_in_rule = _chorus_names(rule["seriesQuery"] + rule["metricsQuery"])
+        assert names_in_rule and names_in_rule <= exported, names_in_rule - exported
+        assert re.search(rule["name"]["matches"], next(iter(_chorus_names(rule["seriesQuery"]))))
+        assert rule["resources"]["overrides"]["namespace"] == {"resource": "namespace"}
+        used |= names_in_rule
+    # Queue depth and engine use.
+    assert {"chorus_cluster_queued_jobs", "chorus_cluster_engines_in_use", "chorus_cluster_engines_total"} <= used
 
 
 # ---- Docker -------------------------------------------------------------------------------
