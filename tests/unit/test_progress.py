@@ -44,3 +44,17 @@ def test_the_log_states_progress_once_per_tenth():
         sink(Progress(job_id="j", step="transcribing", done=done, total=100.0))
     # 10 %, then 20 % (at 25), 30 % (at 31), 90 % (at 99.9); never 100 % (the job's end says so)
     assert calls == [False, False, True, False, True, True, True, False]
+
+
+def test_a_snapshot_restores_the_step_and_tasks():
+    """Cluster mode shares a running job's progress as this JSON: every worker shows the same body."""
+    progress = JobProgress()
+    progress.start_tasks([TaskState(name="segment 0 (0.00-30.00 s)", kind="transcription", seconds=30.0, segment=0,
+                                    start=0.0, end=30.0, cut_before="start", cut_after="silence"),
+                          TaskState(name="speaker diarization", kind="diarization", seconds=60.0)])
+    progress.assign(0, engine=1, pid=4242)
+    progress.sink(0)(Progress(job_id="j", step="transcribing", done=12.5, total=30.0))
+    restored = JobProgress.restore(progress.snapshot())
+    assert restored.step == "transcribing" and restored.tasks == progress.tasks
+    assert restored.fraction == progress.fraction == 12.5 / 90.0
+    assert JobProgress.restore(JobProgress().snapshot()).step == "queued"
