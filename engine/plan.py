@@ -45,13 +45,15 @@ def _quietest(energy: np.ndarray, start: int, end: int) -> int:
     return (first + int(np.argmin(window))) * FRAME + FRAME // 2
 
 
-def _ideal_positions(regions: list[tuple[int, int]], count: int) -> list[int]:
-    """Where the cumulative speech reaches i/count of the total, for i in 1..count-1."""
+def _ideal_positions(regions: list[tuple[int, int]], count: int, shares: list[float] | None = None) -> list[int]:
+    """Where the cumulative speech reaches the end of each segment's share (i/count of the total
+    with equal shares), for the first count-1 segments."""
     lengths = np.array([e - s for s, e in regions], dtype=np.float64)
     cumulative = np.cumsum(lengths)
+    bounds = np.cumsum(shares if shares else [1.0] * count)
     positions = []
     for i in range(1, count):
-        target = cumulative[-1] * i / count
+        target = cumulative[-1] * bounds[i - 1] / bounds[-1]
         j = int(np.searchsorted(cumulative, target))
         before = cumulative[j - 1] if j else 0.0
         positions.append(int(regions[j][0] + (target - before)))
@@ -60,12 +62,12 @@ def _ideal_positions(regions: list[tuple[int, int]], count: int) -> list[int]:
 
 def choose_cuts(
     regions: list[tuple[int, int]], samples: int, count: int, energy: np.ndarray,
-    window: int, overlap: int,
+    window: int, overlap: int, shares: list[float] | None = None,
 ) -> list[tuple[int, str, float]]:
     """Cuts as (sample, kind, pause seconds); kind is "silence" or "overlap"."""
     gaps = [(a_end, b_start) for (_, a_end), (b_start, _) in zip(regions, regions[1:]) if b_start > a_end]
     cuts: list[tuple[int, str, float]] = []
-    for ideal in _ideal_positions(regions, count):
+    for ideal in _ideal_positions(regions, count, shares):
         best, best_score = None, -np.inf
         for start, end in gaps:
             if end < ideal - window or start > ideal + window:
@@ -109,10 +111,11 @@ def plan(request: Plan, control: Control) -> Planned:
     control.tick("planning", 0.0, audio.size / SAMPLE_RATE)
     regions = speech_regions(audio)  # VAD checks the control between its batches (engine/vad.py)
     count = min(request.segments, max(1, len(regions)))
+    shares = request.shares if request.shares and len(request.shares) == count else None
     # A cut may move at most a fifth of a segment's length: balance before pause length.
     window = int(min(request.window_seconds * SAMPLE_RATE, 0.2 * audio.size / max(count, 1)))
     overlap = int(request.overlap_seconds * SAMPLE_RATE)
-    cuts = choose_cuts(regions, audio.size, count, frame_energy(audio), window, overlap) if count > 1 else []
+    cuts = choose_cuts(regions, audio.size, count, frame_energy(audio), window, overlap, shares) if count > 1 else []
     return Planned(
         job_id=request.job_id,
         segments=segments_from_cuts(cuts, audio.size, overlap),

@@ -65,6 +65,7 @@ class Plan(msgspec.Struct, tag=True):
     segments: int
     window_seconds: float  # how far from its ideal position a cut may move to find a pause
     overlap_seconds: float  # margin on each side of a cut that falls inside speech
+    shares: list[float] | None = None  # each segment's share of the speech, in order (None: equal)
 
 
 class SegmentPlan(msgspec.Struct, array_like=True, frozen=True):

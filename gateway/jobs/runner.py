@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from gateway.jobs.admission import Admission
 from gateway.jobs.blobs import BlobStore
+from gateway.jobs.costs import TaskCosts, shares_with_diarization
 from gateway.jobs.metrics import Metrics
 from gateway.jobs.pool import EngineDied, EngineHandle, EnginePool
 from gateway.jobs.progress import TaskState
@@ -89,6 +90,7 @@ class Runner:
         self.blobs = blobs
         self.metrics = metrics
         self.speaker_keys = speaker_keys
+        self.costs = TaskCosts()
 
     async def run(self, job: Job, slots: list[int] | None) -> None:
         """The job from admission to its end (done or rejected); its engines are released last.
@@ -203,14 +205,20 @@ class Runner:
 
     async def _plan(self, job: Job, engine: EngineHandle, count: int) -> list[m.SegmentPlan]:
         split = self.settings.split
+        shares = None
+        if job.parsed.transcription.diarization == "speaker":  # one engine diarizes too: balance the split
+            ratio = self.costs.diarization_ratio(job.parsed.model)
+            shares = shares_with_diarization(count, ratio)
+            job.log(f"plan: diarization costs about {ratio:.2f}x the transcription here; speech shares "
+                    + ", ".join(f"{s:.2f}" for s in shares))
         planned = await self._request(job, engine, m.Plan(
-            job_id=job.id, audio_path=str(self.blobs.audio_path(job.id)), segments=count,
-            window_seconds=split.window_seconds, overlap_seconds=split.overlap_seconds),
+            job_id=job.id, audio_path=str(self.blobs.audio_path(job.id)), segments=len(shares) if shares else count,
+            window_seconds=split.window_seconds, overlap_seconds=split.overlap_seconds, shares=shares),
             m.Planned, "planning", failure="planning the split failed: ")
         plans = planned.segments
         job.log(f"plan: {len(plans)} segment(s) for {count} engines from {planned.speech_seconds:.2f} s of "
                 f"speech in {planned.speech_regions} region(s), planned in {planned.seconds:.2f} s on engine "
-                f"{engine.index}" + ("" if len(plans) == count else
+                f"{engine.index}" + ("" if len(plans) == (len(shares) if shares else count) else
                                      "; fewer segments than engines: the other engines stay reserved"))
         pauses = iter(planned.pauses)
         for i, plan in enumerate(plans):
@@ -303,6 +311,7 @@ class Runner:
                     continue
                 self._count(engine, reply)
                 replies[index] = self._task_reply(job, engine, task, reply)
+                self._observe(task, reply)
                 job.progress.finish(index)
                 self._log_progress(job)
 
@@ -322,6 +331,14 @@ class Runner:
         if failed is not None:
             raise failed
         return replies  # type: ignore[return-value]
+
+    def _observe(self, task: Task, reply: m.Reply) -> None:
+        """Learn what diarization costs against transcription (translations are neither)."""
+        match task.request, reply:
+            case m.Diarize(), m.Diarized():
+                self.costs.observe("diarization", reply.audio_seconds, reply.seconds)
+            case m.Transcribe(task="transcribe"), m.Transcribed():
+                self.costs.observe(f"asr:{task.request.model}", reply.audio_seconds, reply.seconds)
 
     @staticmethod
     def _task_reply(job: Job, engine: EngineHandle, task: Task, reply: m.Reply) -> m.Transcribed | m.Diarized:

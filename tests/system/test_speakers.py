@@ -108,7 +108,10 @@ def test_conversation_of_four_real_voices(idle_server, conversation, engines):
     assert txt.startswith("SPEAKER: S1\n") and txt.count("SPEAKER: ") >= len(ORDER) - 3
     if engines == 2:
         log = idle_server.http.get(f"/v2/jobs/{job_id}/log").text
-        assert "speaker diarization -> engine" in log and "plan: 2 segment(s)" in log
+        assert "speaker diarization -> engine" in log
+        # The split leaves room for the diarization on the engine that runs it (gateway/jobs/costs.py).
+        assert re.search(r"plan: diarization costs about [\d.]+x the transcription here; speech shares ", log)
+        assert re.search(r"plan: [12] segment\(s\) for 2 engines", log)
 
 
 def test_sensitivity_moves_the_number_of_speakers(idle_server, conversation):
