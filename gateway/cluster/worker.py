@@ -314,21 +314,32 @@ class ClusterWorker(Worker):
         owner = await self.db.owner(record.id)
         view.attempt = owner.attempt if owner else 1
         if record.status == RUNNING:
-            view.ended = asyncio.Event()
-            self.waiters.setdefault(record.id, set()).add(view.ended)
+            view.ended.clear()
             snapshot = await self.db.progress(record.id)
             if snapshot:
                 view.progress = JobProgress.restore(snapshot)
         return view
 
     async def waited_job(self, job_id: str, seconds: float | None) -> Job:
+        """`?wait=`: a job running here ends here; one running elsewhere wakes this long-poll with
+        chorus_ended from its worker, and is read again."""
         job = await self.job(job_id)
-        if seconds and not job.finished:
-            await job.wait(seconds)
-            self.waiters.get(job_id, set()).discard(job.ended)
-            if self.table.find(job_id) is None:  # it ran elsewhere: read its end
-                job = await self.job(job_id)
-        return job
+        if not seconds or job.finished or self.table.find(job_id) is not None:
+            return await super().waited_job(job_id, seconds)
+        ended = asyncio.Event()
+        self.waiters.setdefault(job_id, set()).add(ended)
+        try:
+            record = await self.store.get(job_id)  # it may have ended before this waiter was in place
+            if record is not None and record.status == RUNNING:
+                await asyncio.wait_for(ended.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiting = self.waiters.get(job_id, set())
+            waiting.discard(ended)
+            if not waiting:
+                self.waiters.pop(job_id, None)
+        return await self.job(job_id)
 
     async def jobs(self, limit: int, before: datetime | None, after: datetime | None) -> list[Job]:
         return [self.table.find(r.id) or Job.restore(r, JobLog(self.blobs, r.id))
