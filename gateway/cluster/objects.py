@@ -450,10 +450,11 @@ class ObjectBlobs:
 
     def drop_local(self, job_id: str) -> None:
         """This worker is done with the job (handed over, or ended and its callbacks sent): flush
-        its log, delete its local files; the stored objects stay."""
+        its log, delete its local files; the stored objects stay, and so do cached outputs (a
+        transcript request woken by the job's end may be serving one; they age out)."""
         self.flush(job_id)
         with self._job_lock(job_id):
-            self._forget(job_id)
+            self._forget(job_id, outputs=False)
 
     def close(self) -> None:
         """Stop the flusher after a last flush of every log."""
@@ -478,15 +479,16 @@ class ObjectBlobs:
         with self._lock:
             return self._job_locks.setdefault(job_id, threading.Lock())
 
-    def _forget(self, job_id: str) -> None:
-        """Local state and files of the job (its job lock held)."""
+    def _forget(self, job_id: str, outputs: bool = True) -> None:
+        """Local state and files of the job (its job lock held); its cached outputs too if `outputs`."""
         with self._lock:
             for key in [k for k in self._logs if k[0] == job_id]:
                 del self._logs[key]
             # A thread still waiting on this lock finds no log state when it gets it, and stops.
             self._job_locks.pop(job_id, None)
         shutil.rmtree(self._local(job_id), ignore_errors=True)
-        shutil.rmtree(self.scratch / "outputs" / self._job(job_id), ignore_errors=True)
+        if outputs:
+            shutil.rmtree(self.scratch / "outputs" / self._job(job_id), ignore_errors=True)
 
     def _start_flusher(self) -> None:  # self._lock held
         if self._flusher is None and not self._closing:

@@ -258,10 +258,12 @@ class ClusterWorker(Worker):
                 f"parallel_engines={job.engines}" + (f", user_id={job.user_id}" if job.user_id else "")
                 + f"; {where}")
         self.metrics.upload_bytes.inc(upload.size)
-        if upload.filename is not None:
-            await asyncio.to_thread(self.blobs.publish_upload, job.id)
-        await self.store.insert(job.stored())
-        await asyncio.to_thread(self.blobs.flush, job.id)  # the running worker continues this log
+        # The audio must be stored before the 201 (any worker may have to run the job), and so
+        # must the row: side by side, as they do not depend on each other.
+        publish = asyncio.to_thread(self.blobs.publish_upload, job.id) if upload.filename is not None else None
+        await asyncio.gather(self.store.insert(job.stored()), *([publish] if publish else []))
+        if worker_id != self.me:  # another worker continues this log: it must see these lines
+            await asyncio.to_thread(self.blobs.flush, job.id)
 
     # ---- a job's end, fenced by its attempt -------------------------------------------------
 
