@@ -48,13 +48,13 @@ class ClusterWorker(Worker):
         backend = backend_from_url(cluster.object_store, endpoint_url=cluster.s3_endpoint_url,
                                    access_key=cluster.s3_access_key, secret_key=cluster.s3_secret_key,
                                    region=cluster.s3_region)
-        super().__init__(settings, store=PostgresJobStore(self.pg),
-                         blobs=ObjectBlobs(backend, Path(settings.output_dir)))
-        self.db = ClusterDB(self.pg, cluster.lease_seconds)
-        self.me = cluster.worker_id
         # Local engine slots for the jobs placed here: ClusterDB already counted them, so a job
         # waits here only for a previous job's engines to come back from a cancel.
-        self.admission = self.runner.admission = InProcessAdmission(len(settings.engines), queue_size=1 << 20)
+        super().__init__(settings, store=PostgresJobStore(self.pg),
+                         blobs=ObjectBlobs(backend, Path(settings.output_dir)),
+                         admission=InProcessAdmission(len(settings.engines), queue_size=1 << 20))
+        self.db = ClusterDB(self.pg, cluster.lease_seconds)
+        self.me = cluster.worker_id
         self.waiters: dict[str, set[asyncio.Event]] = {}
         self.healthy_until = 0.0  # monotonic time up to which the last heartbeat vouches
         self.reporter = False  # the live worker with the lowest id exports the cluster gauges
@@ -326,8 +326,11 @@ class ClusterWorker(Worker):
         """`?wait=`: a job running here ends here; one running elsewhere wakes this long-poll with
         chorus_ended from its worker, and is read again."""
         job = await self.job(job_id)
-        if not seconds or job.finished or self.table.find(job_id) is not None:
-            return await super().waited_job(job_id, seconds)
+        if not seconds or job.finished:
+            return job
+        if self.table.find(job_id) is not None:  # running here: its own end wakes the poll
+            await job.wait(seconds)
+            return job
         ended = asyncio.Event()
         self.waiters.setdefault(job_id, set()).add(ended)
         try:

@@ -65,14 +65,15 @@ class CapacityView(msgspec.Struct):
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: JobStore | None = None, blobs: BlobStore | None = None) -> None:
+    def __init__(self, settings: Settings, store: JobStore | None = None, blobs: BlobStore | None = None,
+                 admission: Admission | None = None) -> None:
         self.settings = settings
         root = Path(settings.output_dir)
         self.metrics = Metrics()
         self.pool = EnginePool(settings.engines, settings.hang_timeout,
                                on_restart=lambda e: self.metrics.restarts.labels(str(e.index)).inc(),
                                on_hang=lambda e: self.metrics.hangs.labels(str(e.index)).inc())
-        self.admission: Admission = InProcessAdmission(len(settings.engines), settings.queue_size)
+        self.admission: Admission = admission or InProcessAdmission(len(settings.engines), settings.queue_size)
         self.table = JobTable(settings.max_job_history)
         self.store: JobStore = store or SqliteJobStore(root)
         self.blobs: BlobStore = blobs or JobFolders(root)
